@@ -1,0 +1,19 @@
+"""rllib_safe: safe multi-agent reinforcement learning for Ray RLlib (new API stack)."""
+
+__version__ = "0.1.0"
+
+_registered = False
+
+
+def register() -> None:
+    """Registers every task name (and algorithm name) with Tune; idempotent, also run on import."""
+    global _registered
+    if _registered:
+        return
+    from rllib_safe.envs.registry import register_envs
+
+    register_envs()
+    _registered = True
+
+
+register()

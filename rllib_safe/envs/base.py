@@ -1,0 +1,153 @@
+"""The contract every rllib_safe task follows: a safe RLlib ``MultiAgentEnv``.
+
+All tasks (Safe MAMuJoCo velocity, MACPO walls and obstacles, Safe ShadowHand) share one base class so that the
+algorithms can rely on the same conventions:
+
+* RLlib 2.60 multi-agent API: ``possible_agents``, ``agents``, per-agent ``observation_spaces`` / ``action_spaces``;
+  ``step`` returns the 5-tuple ``(obs, rewards, terminateds, truncateds, infos)`` with ``"__all__"`` keys.
+* **Costs** travel in ``infos[agent]["cost"]``: a ``float`` when the task has one constraint, a ``float32`` vector of
+  length ``num_costs`` when it has several. The cost of transition ``t`` is in the info returned by step ``t``; the
+  reset info carries no cost. A team cost is given to every agent (it is logged once, never summed over agents).
+* **Global state** for centralized critics: ``infos[agent]["state"]`` on reset *and* on every step (the state that
+  belongs to the observation returned alongside it), ``state_space`` for its space and :meth:`state` for the latest.
+* **Episodes** end with ``terminated`` when the task fails (a fall, a dropped object) and with ``truncated`` only at
+  the time limit; a termination on the last allowed step is a termination, never both.
+* **Non-finite values** in actions, observations, the state, rewards or costs raise :class:`NonFiniteError` naming
+  the task, the step and where the value was found.
+
+Subclasses implement :meth:`_reset` and :meth:`_step`; the base class does the time limit, the dict assembly and the
+checks, so that no task repeats them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
+Cost = float | np.ndarray
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or infinity reached an environment's actions, observations, state, rewards or costs."""
+
+
+class SafeMultiAgentEnv(MultiAgentEnv):
+    """Base class of all rllib_safe tasks (see the module docstring for the contract).
+
+    Subclasses set in their constructor: ``task_name``, ``possible_agents``, ``observation_spaces``,
+    ``action_spaces``, ``state_space``, ``num_costs``, ``cost_limit`` (the task's default limit on the expected
+    episode cost, with its source) and ``max_episode_steps``; ``self.np_random`` is seeded by :meth:`reset`.
+    """
+
+    task_name: str = "SafeMultiAgentEnv"
+    num_costs: int = 1
+    cost_limit: float = 25.0
+    max_episode_steps: int = 1000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state_space: gym.spaces.Box | None = None
+        self._t = 0
+        self._state: np.ndarray | None = None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Hooks for subclasses.
+    # ----------------------------------------------------------------------------------------------------------
+    def _reset(self, seed: int | None, options: dict | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Resets the simulation.
+
+        Returns:
+            The per-agent observations and the global state.
+        """
+        raise NotImplementedError
+
+    def _step(
+        self, actions: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, float, Cost, bool, dict[str, Any]]:
+        """Advances the simulation by one control step.
+
+        Args:
+            actions: One action per agent in ``possible_agents``, already checked to be finite.
+
+        Returns:
+            ``(observations, state, team_reward, team_cost, terminated, extra_info)``; ``extra_info`` entries are
+            copied into every agent's info.
+        """
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------------------------------------------
+    # RLlib MultiAgentEnv API.
+    # ----------------------------------------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        """Resets the task; see :class:`SafeMultiAgentEnv` for the info layout."""
+        super().reset(seed=seed)  # seeds self.np_random
+        self._t = 0
+        self.agents = list(self.possible_agents)
+        obs, state = self._reset(seed, options)
+        self._check_finite(obs, state, None, None, where="reset")
+        self._state = state
+        return obs, {aid: {"state": state} for aid in self.agents}
+
+    def step(self, action_dict: dict[str, np.ndarray]) -> tuple[dict, dict, dict, dict, dict]:
+        """Steps all agents at once; every agent of ``possible_agents`` must act."""
+        missing = [aid for aid in self.possible_agents if aid not in action_dict]
+        if missing:
+            raise ValueError(f"{self.task_name}: every agent acts at every step; no action for {missing}.")
+        for aid in self.possible_agents:
+            if not np.all(np.isfinite(action_dict[aid])):
+                raise NonFiniteError(
+                    f"{self.task_name}: non-finite action for {aid} at step {self._t + 1}: {action_dict[aid]}"
+                )
+        obs, state, reward, cost, terminated, extra = self._step(action_dict)
+        self._t += 1
+        self._check_finite(obs, state, reward, cost, where=f"step {self._t}")
+        self._state = state
+        terminated = bool(terminated)
+        truncated = (not terminated) and self._t >= self.max_episode_steps
+        info = {"cost": cost, "state": state, **extra}
+        agents = self.possible_agents
+        rewards = {aid: float(reward) for aid in agents}
+        terminateds = {aid: terminated for aid in agents}
+        truncateds = {aid: truncated for aid in agents}
+        terminateds["__all__"] = terminated
+        truncateds["__all__"] = truncated
+        if terminated or truncated:
+            self.agents = []
+        return obs, rewards, terminateds, truncateds, {aid: dict(info) for aid in agents}
+
+    def state(self) -> np.ndarray:
+        """Returns the global state that belongs to the latest observations."""
+        if self._state is None:
+            raise RuntimeError(f"{self.task_name}: call reset() before state().")
+        return self._state
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Helpers.
+    # ----------------------------------------------------------------------------------------------------------
+    def _check_finite(
+        self,
+        obs: dict[str, np.ndarray],
+        state: np.ndarray,
+        reward: float | None,
+        cost: Cost | None,
+        *,
+        where: str,
+    ) -> None:
+        """Raises :class:`NonFiniteError` naming the task, the step and the offending entry."""
+        for aid, o in obs.items():
+            if not np.all(np.isfinite(o)):
+                raise NonFiniteError(f"{self.task_name}: non-finite observation of {aid} at {where}.")
+        if not np.all(np.isfinite(state)):
+            raise NonFiniteError(f"{self.task_name}: non-finite global state at {where}.")
+        if reward is not None and not np.isfinite(reward):
+            raise NonFiniteError(f"{self.task_name}: non-finite reward {reward} at {where}.")
+        if cost is not None and not np.all(np.isfinite(cost)):
+            raise NonFiniteError(f"{self.task_name}: non-finite cost {cost} at {where}.")
+
+    def close(self) -> None:
+        """Releases simulator resources."""
