@@ -18,6 +18,7 @@ TASK_MODULES: tuple[str, ...] = (
     "rllib_safe.envs.safe_mamujoco",
     "rllib_safe.envs.obstacles",
     "rllib_safe.envs.shadow_hand",
+    "rllib_safe.envs.toy",
 )
 
 _FACTORIES: dict[str, Callable[..., SafeMultiAgentEnv]] | None = None
