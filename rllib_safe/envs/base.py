@@ -13,7 +13,8 @@ algorithms can rely on the same conventions:
 * **Episodes** end with ``terminated`` when the task fails (a fall, a dropped object) and with ``truncated`` only at
   the time limit; a termination on the last allowed step is a termination, never both.
 * **Non-finite values** in actions, observations, the state, rewards or costs raise :class:`NonFiniteError` naming
-  the task, the step and where the value was found.
+  the task, the step and where the value was found. MuJoCo never lets a NaN reach the observations: it resets the
+  simulation and counts a warning instead, so MuJoCo tasks call :func:`check_mujoco_stable` after each step.
 
 Subclasses implement :meth:`_reset` and :meth:`_step`; the base class does the time limit, the dict assembly and the
 checks, so that no task repeats them.
@@ -21,6 +22,8 @@ checks, so that no task repeats them.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -32,6 +35,38 @@ Cost = float | np.ndarray
 
 class NonFiniteError(FloatingPointError):
     """A NaN or infinity reached an environment's actions, observations, state, rewards or costs."""
+
+
+def all_finite(x: np.ndarray | float) -> bool:
+    """Whether every entry of ``x`` is finite (fast path: a sum is finite iff no NaN/inf, barring overflow)."""
+    return math.isfinite(np.sum(x)) or bool(np.isfinite(x).all())
+
+
+#: MuJoCo warnings that mean the simulation diverged and MuJoCo reset it behind our back.
+_MUJOCO_INSTABILITY_WARNINGS = ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC")
+
+
+@functools.cache
+def _mujoco_warning_ids() -> tuple[tuple[str, int], ...]:
+    import mujoco
+
+    return tuple((name, int(getattr(mujoco.mjtWarning, name))) for name in _MUJOCO_INSTABILITY_WARNINGS)
+
+
+def check_mujoco_stable(data: Any, task_name: str, step: int) -> None:
+    """Raises :class:`NonFiniteError` if MuJoCo flagged a NaN/divergent state since the last ``mj_resetData``.
+
+    Args:
+        data: The ``mujoco.MjData`` of the task.
+        task_name: Task name for the message.
+        step: The step that is being taken.
+    """
+    for name, index in _mujoco_warning_ids():
+        if data.warning[index].number > 0:
+            raise NonFiniteError(
+                f"{task_name}: the MuJoCo simulation became non-finite at step {step} ({name}: MuJoCo reset the "
+                "state); the actions or the physics diverged."
+            )
 
 
 class SafeMultiAgentEnv(MultiAgentEnv):
@@ -99,7 +134,7 @@ class SafeMultiAgentEnv(MultiAgentEnv):
         if missing:
             raise ValueError(f"{self.task_name}: every agent acts at every step; no action for {missing}.")
         for aid in self.possible_agents:
-            if not np.all(np.isfinite(action_dict[aid])):
+            if not all_finite(action_dict[aid]):
                 raise NonFiniteError(
                     f"{self.task_name}: non-finite action for {aid} at step {self._t + 1}: {action_dict[aid]}"
                 )
@@ -140,13 +175,13 @@ class SafeMultiAgentEnv(MultiAgentEnv):
     ) -> None:
         """Raises :class:`NonFiniteError` naming the task, the step and the offending entry."""
         for aid, o in obs.items():
-            if not np.all(np.isfinite(o)):
+            if not all_finite(o):
                 raise NonFiniteError(f"{self.task_name}: non-finite observation of {aid} at {where}.")
-        if not np.all(np.isfinite(state)):
+        if not all_finite(state):
             raise NonFiniteError(f"{self.task_name}: non-finite global state at {where}.")
-        if reward is not None and not np.isfinite(reward):
+        if reward is not None and not math.isfinite(reward):
             raise NonFiniteError(f"{self.task_name}: non-finite reward {reward} at {where}.")
-        if cost is not None and not np.all(np.isfinite(cost)):
+        if cost is not None and not all_finite(cost):
             raise NonFiniteError(f"{self.task_name}: non-finite cost {cost} at {where}.")
 
     def close(self) -> None:

@@ -10,7 +10,9 @@ dependency: its pins conflict with Ray 2.60 (see DESIGN.md), and its multi-agent
 
 The robot, its agent partition and its local-observation factorization come from MaMuJoCo v1. For speed, a step
 drives the single-agent ``*-v5`` simulation directly and gathers every agent's local observation from the global
-state with MaMuJoCo's precomputed index arrays (``obs_i = state[idx_i]``, identical to MaMuJoCo's own ``_get_obs``).
+state with MaMuJoCo's precomputed index arrays (``obs_i = state[idx_i]``, identical to MaMuJoCo's own ``_get_obs``,
+except that Hopper-v5 and Walker2d-v5 clip joint velocities to [-10, 10] in that state, so local observations do too,
+where MaMuJoCo's ``build_obs`` reads the raw ``qvel``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from rllib_safe.envs.base import SafeMultiAgentEnv
+from rllib_safe.envs.base import SafeMultiAgentEnv, check_mujoco_stable
 
 #: Default limit on the expected episode cost of the velocity tasks: SafePO's multi-agent CLI default
 #: (``--cost-limit 25.0`` in ``safepo/utils/config.py``), also OmniSafe's velocity benchmark limit.
@@ -217,6 +219,7 @@ class SafeMAMuJoCoVelocity(SafeMultiAgentEnv):
 
     def _step(self, actions: dict[str, np.ndarray]):
         state64, reward, terminated, _, info = self.robot.env.step(self.robot.global_action(actions))
+        check_mujoco_stable(self.robot.env.data, self.task_name, self._t + 1)
         obs, state = self._observe(state64)
         cost = velocity_cost(info, self.spec_.threshold, self.spec_.planar)
         return obs, state, reward, cost, terminated, {}
