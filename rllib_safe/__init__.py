@@ -10,9 +10,11 @@ def register() -> None:
     global _registered
     if _registered:
         return
+    from rllib_safe.algorithms.registry import register_algorithms
     from rllib_safe.envs.registry import register_envs
 
     register_envs()
+    register_algorithms()
     _registered = True
 
 

@@ -1,0 +1,1 @@
+"""Safe multi-agent algorithms as RLlib Algorithm/AlgorithmConfig/Learner classes."""

@@ -1,0 +1,472 @@
+"""The shared on-policy base of rllib_safe: config and Algorithm for sequential (HAPPO-style) safe MARL.
+
+Every on-policy algorithm of the package (MAPPO, HAPPO, MAPPO-Lagrangian, MAFOCOPS, MACPO) is a
+:class:`SequentialConfig` / :class:`SequentialAlgorithm` pair plus a learner that overrides one narrow hook of
+:class:`~rllib_safe.algorithms.sequential.torch.sequential_torch_learner.SequentialTorchLearner`.
+
+Data flow of one iteration (DESIGN.md): EnvRunners sample episodes whose infos carry ``cost`` and ``state``; the
+:class:`~rllib_safe.callbacks.SafeCostCallback` logs exact per-agent episode cost sums and counts; the Algorithm turns
+them into the exact mean episode cost of the iteration, draws a seeded agent permutation (identical on every
+Learner) and calls ``learner_group.update(...)``; the Learner adds costs, global state, reward GAE and cost GAE,
+trains the critics, then the agents one after another with the HAPPO factor M.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.env_context import EnvContext
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+
+from rllib_safe.callbacks import SafeCostCallback, mean_episode_costs
+from rllib_safe.core.columns import CRITIC_ID
+from rllib_safe.core.rl_modules import CentralCriticTorchRLModule, SafeActorTorchRLModule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the algorithms need to know about a task before any actor starts."""
+
+    agent_ids: tuple[str, ...]
+    observation_spaces: dict
+    action_spaces: dict
+    state_space: gym.spaces.Box
+    num_costs: int
+    cost_limit: float
+
+
+@functools.lru_cache(maxsize=32)
+def _probe(env: Any, env_config_items: tuple) -> EnvInfo:
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    import rllib_safe
+
+    rllib_safe.register()
+    env_config = EnvContext(dict(env_config_items), worker_index=0)
+    if isinstance(env, str):
+        if not _global_registry.contains(ENV_CREATOR, env):
+            from rllib_safe.envs import task_names
+
+            raise ValueError(f"Unknown task {env!r}. Known tasks: {', '.join(task_names())}.")
+        instance = _global_registry.get(ENV_CREATOR, env)(env_config)
+    else:
+        instance = env(env_config)
+    try:
+        state_space = getattr(instance, "state_space", None)
+        if state_space is None:
+            raise ValueError(
+                f"Environment {env!r} exposes no `state_space`: rllib_safe algorithms need a global state "
+                "(follow rllib_safe.envs.SafeMultiAgentEnv's contract)."
+            )
+        return EnvInfo(
+            agent_ids=tuple(instance.possible_agents),
+            observation_spaces=dict(instance.observation_spaces),
+            action_spaces=dict(instance.action_spaces),
+            state_space=state_space,
+            num_costs=int(getattr(instance, "num_costs", 1)),
+            cost_limit=float(getattr(instance, "cost_limit", 25.0)),
+        )
+    finally:
+        instance.close()
+
+
+def probe_env(config: AlgorithmConfig) -> EnvInfo:
+    """Builds the configured task once in this process (cached) and reads its agents, spaces and cost layout."""
+    if config.env is None:
+        raise ValueError("`config.environment(...)` is not set: give a task name, e.g. 'Safety2x4AntVelocity-v0'.")
+    return _probe(config.env, tuple(sorted((config.env_config or {}).items(), key=lambda kv: kv[0])))
+
+
+def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
+    """Policy mapping of the package: one module per agent, named after the agent."""
+    return agent_id
+
+
+class SequentialConfig(PPOConfig):
+    """Configuration of the on-policy safe MARL base (RLlib ``AlgorithmConfig`` builder style).
+
+    Inherits PPO's knobs (``lr``, ``gamma``, ``lambda_``, ``clip_param``, ``entropy_coeff``, ``num_epochs``,
+    ``minibatch_size``, ``grad_clip``, ...) and adds, through :meth:`training`:
+
+    * ``sequential`` (True): update agents one after another in a random permutation with the HAPPO factor M
+      (HAPPO, Kuba et al. 2022; MAFOCOPS Algorithm 1); False: simultaneous updates without a factor (MAPPO).
+    * ``happo_factor_clip`` (None): if set to c, M is clipped to [1 − c, 1 + c] before use.
+    * ``cost_limit`` (None → the task's default): the limit d on the expected episode cost, a scalar (every agent,
+      every cost index), a list of length m, or a dict ``{agent: scalar or list}``.
+    * ``cost_gamma`` (0.99), ``cost_lambda`` (0.95): discount and GAE λ of the cost advantages (SafePO defaults).
+    * ``cost_advantage_normalization`` ("standardize" or "center").
+    * ``critic_lr`` (5e-4, HARL/SafePO MAMuJoCo), ``critic_loss`` ("huber" or "mse"), ``huber_delta`` (10, SafePO/HARL).
+    * ``actor_hiddens`` / ``critic_hiddens`` ([128, 128], SafePO/HARL MAMuJoCo hidden size), ``activation``
+      ("tanh"), ``init_log_std`` (-0.5, the FOCOPS reference code), ``use_value_norm`` (True, MAPPO/HAPPO ValueNorm).
+    * ``target_kl`` (None): stop an agent's epochs once the mean KL(π_old‖π) exceeds it (algorithms with a KL rule).
+    * ``dual_rule`` ("adam"), ``dual_lr`` (0.035), ``dual_init`` (0.001), ``dual_max`` (inf): the Lagrange
+      multiplier update of the Lagrangian algorithms (OmniSafe PPOLag defaults: Adam, lr 0.035, init 0.001);
+      ``dual_options`` ({}): further arguments of the rule (e.g. ``kp``/``ki``/``kd`` for "pid", see
+      :mod:`rllib_safe.duals`).
+    * ``reseed_each_iteration`` (False): start every iteration's sampling from fresh episodes whose env seeds and
+      action-sampling RNGs derive from ``(seed, iteration, EnvRunner)``. Then checkpoint → restore → train gives
+      exactly the numbers of an uninterrupted run. Use it with ``env_runners(batch_mode="complete_episodes")`` so
+      that no episode is cut at an iteration boundary; with the default "truncate_episodes" an unfinished episode
+      is dropped at the boundary (its chunk is still trained on, its cost never counted).
+
+    Other defaults: ``lr`` 5e-4 (HAPPO actor lr, HARL ``happo.yaml``), ``num_epochs`` 5 (HARL ``ppo_epoch``),
+    ``clip_param`` 0.2, ``entropy_coeff`` 0.01, ``gamma`` 0.99, ``lambda_`` 0.95, ``grad_clip`` 10
+    (HARL/SafePO ``max_grad_norm``), ``minibatch_size`` 1000, ``train_batch_size_per_learner`` 4000.
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or SequentialAlgorithm)
+        # PPO knobs with the safe-MARL references' defaults.
+        self.lr = 5e-4
+        self.num_epochs = 5
+        self.clip_param = 0.2
+        self.entropy_coeff = 0.01
+        self.gamma = 0.99
+        self.lambda_ = 0.95
+        self.grad_clip = 10.0
+        self.minibatch_size = 1000
+        self.train_batch_size_per_learner = 4000
+        self.use_kl_loss = False
+        self.kl_coeff = 0.0
+        self.callbacks_class = SafeCostCallback
+        # rllib_safe keys (every key gets its default here).
+        self.sequential = True
+        self.happo_factor_clip = None
+        self.cost_limit = None
+        self.cost_gamma = 0.99
+        self.cost_lambda = 0.95
+        self.cost_advantage_normalization = "standardize"
+        self.critic_lr = 5e-4
+        self.critic_loss = "huber"
+        self.huber_delta = 10.0
+        self.actor_hiddens = [128, 128]
+        self.critic_hiddens = [128, 128]
+        self.activation = "tanh"
+        self.init_log_std = -0.5
+        self.use_value_norm = True
+        self.target_kl = None
+        self.dual_rule = "adam"
+        self.dual_lr = 0.035
+        self.dual_init = 0.001
+        self.dual_max = float("inf")
+        self.dual_options = {}
+        self.reseed_each_iteration = False
+
+    def training(
+        self,
+        *,
+        sequential: bool = NotProvided,
+        happo_factor_clip: float | None = NotProvided,
+        cost_limit: Any = NotProvided,
+        cost_gamma: float = NotProvided,
+        cost_lambda: float = NotProvided,
+        cost_advantage_normalization: str = NotProvided,
+        critic_lr: float = NotProvided,
+        critic_loss: str = NotProvided,
+        huber_delta: float = NotProvided,
+        actor_hiddens: list[int] = NotProvided,
+        critic_hiddens: list[int] = NotProvided,
+        activation: str = NotProvided,
+        init_log_std: float = NotProvided,
+        use_value_norm: bool = NotProvided,
+        target_kl: float | None = NotProvided,
+        dual_rule: str = NotProvided,
+        dual_lr: float = NotProvided,
+        dual_init: float = NotProvided,
+        dual_max: float = NotProvided,
+        dual_options: dict = NotProvided,
+        reseed_each_iteration: bool = NotProvided,
+        **kwargs: Any,
+    ) -> SequentialConfig:
+        """Sets the training options (see the class docstring); PPO's options pass through ``kwargs``."""
+        super().training(**kwargs)
+        for key, value in dict(
+            sequential=sequential,
+            happo_factor_clip=happo_factor_clip,
+            cost_limit=cost_limit,
+            cost_gamma=cost_gamma,
+            cost_lambda=cost_lambda,
+            cost_advantage_normalization=cost_advantage_normalization,
+            critic_lr=critic_lr,
+            critic_loss=critic_loss,
+            huber_delta=huber_delta,
+            actor_hiddens=actor_hiddens,
+            critic_hiddens=critic_hiddens,
+            activation=activation,
+            init_log_std=init_log_std,
+            use_value_norm=use_value_norm,
+            target_kl=target_kl,
+            dual_rule=dual_rule,
+            dual_lr=dual_lr,
+            dual_init=dual_init,
+            dual_max=dual_max,
+            dual_options=dual_options,
+            reseed_each_iteration=reseed_each_iteration,
+        ).items():
+            if value is not NotProvided:
+                setattr(self, key, value)
+        return self
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Validation: every bad value raises ValueError naming the field, before any Ray actor starts.
+    # ------------------------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Checks every rllib_safe field, then fills in the per-agent module setup from the task."""
+        self._validate_safe_fields()
+        info = probe_env(self)
+        self.cost_limits(info)  # raises on a malformed cost_limit
+        if self.policies in ({"default_policy"}, None) or set(self.policies) != set(info.agent_ids) | {CRITIC_ID}:
+            self.multi_agent(policies=set(info.agent_ids) | {CRITIC_ID}, policy_mapping_fn=agent_to_module)
+        super().validate()
+
+    def _validate_safe_fields(self) -> None:
+        def positive(name: str, allow_zero: bool = False) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            if not ok or value < 0 or (value == 0 and not allow_zero):
+                raise ValueError(
+                    f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}."
+                )
+
+        def unit(name: str) -> None:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+
+        for name in ("lr", "critic_lr", "huber_delta", "clip_param"):
+            positive(name)
+        for name in ("entropy_coeff", "dual_lr", "dual_init"):
+            positive(name, allow_zero=True)
+        for name in ("gamma", "lambda_", "cost_gamma", "cost_lambda"):
+            unit(name)
+        if not (isinstance(self.num_epochs, int) and self.num_epochs >= 1):
+            raise ValueError(f"`num_epochs` must be an integer >= 1, got {self.num_epochs!r}.")
+        if not (isinstance(self.minibatch_size, int) and self.minibatch_size >= 1):
+            raise ValueError(f"`minibatch_size` must be an integer >= 1, got {self.minibatch_size!r}.")
+        if self.cost_advantage_normalization not in ("standardize", "center"):
+            raise ValueError(
+                "`cost_advantage_normalization` must be 'standardize' or 'center', "
+                f"got {self.cost_advantage_normalization!r}."
+            )
+        if self.critic_loss not in ("huber", "mse"):
+            raise ValueError(f"`critic_loss` must be 'huber' or 'mse', got {self.critic_loss!r}.")
+        if self.activation not in ("tanh", "relu", "elu", "silu"):
+            raise ValueError(f"`activation` must be one of tanh, relu, elu, silu; got {self.activation!r}.")
+        for name in ("actor_hiddens", "critic_hiddens"):
+            value = getattr(self, name)
+            if not (isinstance(value, (list, tuple)) and all(isinstance(h, int) and h > 0 for h in value)):
+                raise ValueError(f"`{name}` must be a list of positive integers, got {value!r}.")
+        if self.happo_factor_clip is not None and not (0 < self.happo_factor_clip < 1):
+            raise ValueError(f"`happo_factor_clip` must be None or in (0, 1), got {self.happo_factor_clip!r}.")
+        if self.target_kl is not None:
+            positive("target_kl")
+        if not (isinstance(self.dual_max, (int, float)) and self.dual_max >= self.dual_init):
+            raise ValueError(f"`dual_max` must be >= `dual_init` ({self.dual_init}), got {self.dual_max!r}.")
+        from rllib_safe.duals import RULES, make_dual
+
+        if self.dual_rule not in RULES:
+            raise ValueError(f"`dual_rule` must be one of {sorted(RULES)}, got {self.dual_rule!r}.")
+        try:
+            make_dual(self.dual_rule, **self.dual_kwargs(num_costs=1))
+        except ValueError as e:
+            raise ValueError(f"Invalid dual variable settings (`dual_*` fields): {e}") from None
+
+    def dual_kwargs(self, num_costs: int) -> dict[str, Any]:
+        """Constructor arguments of :func:`rllib_safe.duals.make_dual` from the ``dual_*`` fields."""
+        kwargs = {"init": self.dual_init, "upper": self.dual_max, "num_costs": num_costs, **self.dual_options}
+        if self.dual_rule != "pid":
+            kwargs["lr"] = self.dual_lr
+        return kwargs
+
+    def cost_limits(self, info: EnvInfo | None = None) -> dict[str, np.ndarray]:
+        """The cost limit d per agent as a length-m vector (``cost_limit`` broadcast; None → the task's default)."""
+        info = info or probe_env(self)
+        m = info.num_costs
+
+        def as_vector(value: Any, where: str) -> np.ndarray:
+            vec = np.broadcast_to(np.asarray(value, dtype=np.float64), (m,)) if np.ndim(value) <= 1 else None
+            if vec is None or (np.ndim(value) == 1 and len(value) not in (1, m)):
+                raise ValueError(f"`cost_limit` {where} must be a number or a list of {m} numbers, got {value!r}.")
+            if not np.all(np.isfinite(vec)) or np.any(vec < 0):
+                raise ValueError(f"`cost_limit` {where} must be finite and >= 0, got {value!r}.")
+            return vec.copy()
+
+        limit = self.cost_limit if self.cost_limit is not None else info.cost_limit
+        if isinstance(limit, dict):
+            unknown = set(limit) - set(info.agent_ids)
+            if unknown or set(limit) != set(info.agent_ids):
+                raise ValueError(
+                    f"`cost_limit` dict must have exactly the agents {list(info.agent_ids)}, got {sorted(limit)}."
+                )
+            return {aid: as_vector(limit[aid], f"for {aid}") for aid in info.agent_ids}
+        try:
+            vec = as_vector(limit, "")
+        except (TypeError, ValueError) as e:
+            raise ValueError(str(e) if "cost_limit" in str(e) else f"`cost_limit` is malformed: {limit!r}.") from None
+        return {aid: vec for aid in info.agent_ids}
+
+    def get_multi_rl_module_spec(self, *, env=None, spaces=None, inference_only: bool = False, **kwargs):
+        """One actor module per agent plus the learner-only critic module (dropped when ``inference_only``)."""
+        info = probe_env(self)
+        actor_config = {"hiddens": list(self.actor_hiddens), "activation": self.activation}
+        actor_config["init_log_std"] = self.init_log_std
+        specs = {
+            aid: RLModuleSpec(
+                module_class=SafeActorTorchRLModule,
+                observation_space=info.observation_spaces[aid],
+                action_space=info.action_spaces[aid],
+                inference_only=inference_only,
+                model_config=actor_config,
+            )
+            for aid in info.agent_ids
+        }
+        if not inference_only:
+            specs[CRITIC_ID] = RLModuleSpec(
+                module_class=CentralCriticTorchRLModule,
+                observation_space=info.state_space,
+                action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
+                learner_only=True,
+                model_config={
+                    "agent_ids": list(info.agent_ids),
+                    "num_costs": info.num_costs,
+                    "hiddens": list(self.critic_hiddens),
+                    "activation": self.activation,
+                    "use_value_norm": self.use_value_norm,
+                },
+            )
+        return MultiRLModuleSpec(rl_module_specs=specs)
+
+    def get_default_learner_class(self) -> type:
+        """The learner of the plain sequential base (HAPPO's PPO-clip loss)."""
+        from rllib_safe.algorithms.sequential.torch.sequential_torch_learner import SequentialTorchLearner
+
+        return SequentialTorchLearner
+
+
+class SequentialAlgorithm(Algorithm):
+    """Sample → exact episode costs → seeded agent permutation → sequential learner update → weight sync."""
+
+    @classmethod
+    def get_default_config(cls) -> SequentialConfig:
+        """The default config of this algorithm."""
+        return SequentialConfig()
+
+    def setup(self, config: AlgorithmConfig) -> None:
+        """Sets up RLlib's parts plus the permutation RNG and the last known episode costs."""
+        super().setup(config)
+        info = probe_env(self.config)
+        self._agent_ids = list(info.agent_ids)
+        self._num_costs = info.num_costs
+        self._order_rng = np.random.default_rng(self.config.seed)
+        self._last_episode_costs: dict[str, np.ndarray] = {}
+
+    def draw_agent_order(self) -> list[str]:
+        """The agent permutation of this iteration (seeded; identical on every Learner because it is sent to them)."""
+        if not self.config.sequential:
+            return list(self._agent_ids)
+        return [self._agent_ids[i] for i in self._order_rng.permutation(len(self._agent_ids))]
+
+    def reseed_env_runners(self) -> None:
+        """Seeds every EnvRunner's envs (next reset) and RNGs from ``(seed, iteration, EnvRunner)``."""
+        base = int(self.config.seed or 0) * 1_000_003 + 7919 * self.iteration
+
+        def reseed(env_runner: Any) -> None:
+            seed = base + 104_729 * getattr(env_runner, "worker_index", 0)
+            env_runner._seed = seed  # RLlib 2.60 MultiAgentEnvRunner: seed of the next initial reset
+            env_runner._needs_initial_reset = True
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+
+        self.env_runner_group.foreach_env_runner(reseed, local_env_runner=True)
+
+    def training_step(self) -> None:
+        """One iteration of the DESIGN.md data flow."""
+        if self.config.reseed_each_iteration:
+            self.reseed_env_runners()
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, env_runner_results = synchronous_parallel_sample(
+                worker_set=self.env_runner_group,
+                max_env_steps=self.config.total_train_batch_size,
+                sample_timeout_s=self.config.sample_timeout_s,
+                _uses_new_env_runners=True,
+                _return_metrics=True,
+            )
+            if not episodes:
+                return
+            self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+
+        # Exact mean episode cost of this iteration (sum / count over all EnvRunners); agents that finished no
+        # episode this iteration keep their last known value.
+        costs = mean_episode_costs(
+            self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=True), self._agent_ids, self._num_costs
+        )
+        self._last_episode_costs.update(costs)
+        agent_order = self.draw_agent_order()
+
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                episodes=episodes,
+                timesteps={
+                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                        (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0
+                    ),
+                },
+                num_epochs=self.config.num_epochs,
+                minibatch_size=self.config.minibatch_size,
+                shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
+                agent_order=agent_order,
+                episode_costs={aid: c.tolist() for aid, c in self._last_episode_costs.items()},
+            )
+            self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        self.metrics.log_value("agent_order", ",".join(agent_order), reduce="item")
+
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                policies=set(self._agent_ids),
+                inference_only=True,
+            )
+
+    def get_state(self, *args: Any, **kwargs: Any) -> dict:
+        """RLlib's state plus the permutation RNG and the last known episode costs (RLlib saves neither)."""
+        state = super().get_state(*args, **kwargs)
+        state["rllib_safe"] = {
+            "order_rng": self._order_rng.bit_generator.state,
+            "last_episode_costs": {aid: c.tolist() for aid, c in self._last_episode_costs.items()},
+        }
+        return state
+
+    def set_state(self, state: dict) -> None:
+        """Restores RLlib's state and ours."""
+        super().set_state(state)
+        ours = state.get("rllib_safe")
+        if ours:
+            self._order_rng.bit_generator.state = ours["order_rng"]
+            self._last_episode_costs = {aid: np.asarray(c) for aid, c in ours["last_episode_costs"].items()}
+
+
+__all__ = ["EnvInfo", "SequentialAlgorithm", "SequentialConfig", "agent_to_module", "probe_env"]

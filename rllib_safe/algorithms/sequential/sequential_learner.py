@@ -1,0 +1,88 @@
+"""Framework-agnostic part of the sequential learner: connector pipeline, dual variables and their checkpointing.
+
+Mirrors RLlib's split (``ppo_learner.py`` / ``torch/ppo_torch_learner.py``): this class builds the learner connector
+pipeline and owns the learner-side state that RLlib's ``Learner.get_state`` does not save (the dual variables);
+:class:`~rllib_safe.algorithms.sequential.torch.sequential_torch_learner.SequentialTorchLearner` does the updates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray.rllib.connectors.learner import AddOneTsToEpisodesAndTruncate
+from ray.rllib.core.learner.learner import Learner
+
+from rllib_safe.algorithms.sequential.sequential import probe_env
+from rllib_safe.connectors.learner import AddCostsAndStateFromInfos, CentralizedGAE
+from rllib_safe.duals import DualVariable, make_dual
+
+
+class SequentialLearner(Learner):
+    """Learner of the on-policy family (see the torch subclass for the update itself).
+
+    Attributes:
+        agent_ids: The agents (= actor module ids), in the task's order.
+        cost_limits: ``{agent: (m,) array}``, the limits d.
+        duals: ``{agent: DualVariable}`` for algorithms with Lagrange multipliers (see :meth:`make_duals`), else {}.
+    """
+
+    #: Name under which the multipliers are logged (``lagrange_multiplier`` for λ, ``nu`` for MAFOCOPS' ν).
+    dual_name = "lagrange_multiplier"
+
+    def build(self) -> None:
+        """Builds modules, optimisers and the connector pipeline; creates the dual variables."""
+        super().build()
+        info = probe_env(self.config)
+        self.agent_ids = list(info.agent_ids)
+        self.num_costs = info.num_costs
+        self.cost_limits = self.config.cost_limits(info)
+        self.duals: dict[str, DualVariable] = self.make_duals()
+        if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
+            self._learner_connector.prepend(AddOneTsToEpisodesAndTruncate())
+            self._learner_connector.insert_after(
+                AddOneTsToEpisodesAndTruncate, AddCostsAndStateFromInfos(num_costs=self.num_costs)
+            )
+            self._learner_connector.append(
+                CentralizedGAE(
+                    gamma=self.config.gamma,
+                    lambda_=self.config.lambda_,
+                    cost_gamma=self.config.cost_gamma,
+                    cost_lambda=self.config.cost_lambda,
+                    cost_advantage_normalization=self.config.cost_advantage_normalization,
+                )
+            )
+
+    def make_duals(self) -> dict[str, DualVariable]:
+        """The dual variables of the algorithm, one per agent with m entries; none in the unconstrained base."""
+        return {}
+
+    def _make_config_duals(self) -> dict[str, DualVariable]:
+        """One dual per agent from the config's ``dual_rule``/``dual_lr``/``dual_init``/``dual_max``."""
+        return {
+            aid: make_dual(self.config.dual_rule, **self.config.dual_kwargs(self.num_costs)) for aid in self.agent_ids
+        }
+
+    def update_dual(self, module_id: str, episode_cost: Any) -> None:
+        """Updates agent ``module_id``'s multipliers from its exact mean episode cost J_c (skipped if unknown)."""
+        dual = self.duals.get(module_id)
+        if dual is None or episode_cost is None:
+            return
+        dual.update(np.asarray(episode_cost, dtype=np.float64), self.cost_limits[module_id])
+
+    def dual_value(self, module_id: str) -> np.ndarray:
+        """The current multipliers of an agent as a length-m array (zeros without duals)."""
+        dual = self.duals.get(module_id)
+        return np.zeros(self.num_costs) if dual is None else np.atleast_1d(np.asarray(dual.value, dtype=np.float64))
+
+    def get_state(self, *args: Any, **kwargs: Any) -> dict:
+        """RLlib's learner state plus the dual variables (RLlib's Learner does not save them)."""
+        state = super().get_state(*args, **kwargs)
+        state["duals"] = {aid: dual.state_dict() for aid, dual in self.duals.items()}
+        return state
+
+    def set_state(self, state: dict) -> None:
+        """Restores RLlib's learner state and the dual variables."""
+        super().set_state(state)
+        for aid, dual_state in state.get("duals", {}).items():
+            self.duals[aid].load_state_dict(dual_state)

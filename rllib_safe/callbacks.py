@@ -1,0 +1,80 @@
+"""Episode cost metrics, logged as exact sums and counts so that dual updates never see a mean of means.
+
+For every finished episode and agent, :class:`SafeCostCallback` sums the per-step costs over the whole episode
+(``[episode] + prev_episode_chunks``; ``infos[0]`` of each chunk is the reset or carried-over info and is skipped)
+and logs, under ``env_runners``:
+
+* ``("episode_cost_sum", agent)`` / ``("episode_cost_sum", f"{agent}/{k}")`` for cost index k when m > 1
+  (``reduce="sum"``: the iteration's total over all EnvRunners);
+* ``("episode_cost_count", agent)`` (``reduce="sum"``): the number of episodes in that total;
+* ``"episode_cost_mean"`` (smoothed over a window, for dashboards): the mean over agents of the agent episode cost,
+  i.e. a team cost that every agent receives is reported once, never summed over agents.
+
+The Algorithm reads the exact iteration mean ``sum / count`` with :func:`mean_episode_costs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray.rllib.callbacks.callbacks import RLlibCallback
+
+
+def _chunk_cost(sa_episode: Any) -> np.ndarray:
+    infos = sa_episode.get_infos()[1:]  # info t+1 was returned by step t
+    return np.sum([np.atleast_1d(np.asarray(info["cost"], dtype=np.float64)) for info in infos], axis=0)
+
+
+def episode_costs(episode: Any, prev_episode_chunks: list | None = None) -> dict[str, np.ndarray]:
+    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks."""
+    totals: dict[str, np.ndarray] = {}
+    for chunk in [episode, *(prev_episode_chunks or [])]:
+        for aid, sa_episode in chunk.agent_episodes.items():
+            if len(sa_episode) == 0:
+                continue
+            c = _chunk_cost(sa_episode)
+            totals[aid] = totals[aid] + c if aid in totals else c
+    return totals
+
+
+def cost_metric_keys(aid: str, m: int) -> list[str]:
+    """The metric sub-keys of agent ``aid``'s m cost indices."""
+    return [aid] if m == 1 else [f"{aid}/{k}" for k in range(m)]
+
+
+class SafeCostCallback(RLlibCallback):
+    """Logs exact per-agent episode cost sums and counts (see the module docstring)."""
+
+    def on_episode_end(self, *, episode, prev_episode_chunks=None, metrics_logger=None, **kwargs) -> None:
+        """Sums the episode's costs per agent and logs them."""
+        totals = episode_costs(episode, prev_episode_chunks)
+        if not totals or metrics_logger is None:
+            return
+        for aid, total in totals.items():
+            for key, value in zip(cost_metric_keys(aid, len(total)), total):
+                metrics_logger.log_value(("episode_cost_sum", key), float(value), reduce="sum")
+            metrics_logger.log_value(("episode_cost_count", aid), 1, reduce="sum")
+        team = float(np.mean([t.sum() for t in totals.values()]))
+        metrics_logger.log_value("episode_cost_mean", team, window=100)
+
+
+def mean_episode_costs(env_runner_metrics: dict, agent_ids: list[str], num_costs: int) -> dict[str, np.ndarray]:
+    """Exact mean episode cost per agent of one iteration from the aggregated sums and counts.
+
+    Args:
+        env_runner_metrics: The reduced ``env_runners`` results (nested dict) of the iteration.
+        agent_ids: The agents.
+        num_costs: m.
+
+    Returns:
+        ``{agent: (m,) array}`` for the agents that finished at least one episode this iteration.
+    """
+    sums = env_runner_metrics.get("episode_cost_sum", {})
+    counts = env_runner_metrics.get("episode_cost_count", {})
+    out = {}
+    for aid in agent_ids:
+        count = counts.get(aid, 0)
+        if count:
+            out[aid] = np.array([sums[k] for k in cost_metric_keys(aid, num_costs)], dtype=np.float64) / count
+    return out

@@ -1,0 +1,1 @@
+"""Learner connector pieces: costs and global state from infos, centralized (cost) GAE."""
