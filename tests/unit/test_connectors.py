@@ -90,7 +90,7 @@ def _columns(episodes):
     AddCostsAndStateFromInfos(num_costs=1)(rl_module=None, batch=batch, episodes=episodes, shared_data=shared)
     out = {}
     for column in (SafeColumns.COSTS, SafeColumns.STATE):
-        for (eps_id, aid, _), items in batch[column].items():
+        for (_, aid, _), items in batch[column].items():
             out.setdefault(column, {}).setdefault(aid, []).append(np.concatenate(items))
     return {c: {aid: np.concatenate(v) for aid, v in per.items()} for c, per in out.items()}
 
