@@ -359,6 +359,10 @@ class SequentialConfig(PPOConfig):
             )
         return MultiRLModuleSpec(rl_module_specs=specs)
 
+    def get_default_rl_module_spec(self) -> MultiRLModuleSpec:
+        """The full module setup with spaces (RLlib's connectors read the critic's spaces from it)."""
+        return self.get_multi_rl_module_spec()
+
     def get_default_learner_class(self) -> type:
         """The learner of the plain sequential base (HAPPO's PPO-clip loss)."""
         from rllib_safe.algorithms.sequential.torch.sequential_torch_learner import SequentialTorchLearner

@@ -97,6 +97,7 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         agent_order = list(agent_order or self.agent_ids)
         if sorted(agent_order) != sorted(self.agent_ids):
             raise ValueError(f"agent_order {agent_order} is not a permutation of the agents {self.agent_ids}.")
+        self.last_agent_order = agent_order
         episode_costs = episode_costs or {}
         factor = torch.ones(n, device=self._device)
         for module_id in agent_order:

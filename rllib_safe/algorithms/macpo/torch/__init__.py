@@ -1,0 +1,1 @@
+"""Torch learner and second-order step of MACPO."""
