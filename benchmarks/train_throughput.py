@@ -1,0 +1,119 @@
+"""End-to-end training speed per algorithm, next to the raw env speed of the same task.
+
+Reported: env steps per second of wall time (sampling plus update), the sampling and learner time shares, and peak
+memory.
+
+Each algorithm trains ``--iters`` iterations after one warm-up iteration (not counted). Env steps/s is the number of
+env steps sampled in the timed iterations over their wall time; the shares come from RLlib's timers
+(``env_runner_sampling_timer``, ``learner_update_timer``). Peak memory is the maximum resident set size of the
+driver (which hosts the learner when ``--num-learners 0``) and of each EnvRunner process.
+
+How to run::
+
+    python benchmarks/train_throughput.py   # MAPPO, HAPPO, MAPPOLagrangian on Safety2x4AntVelocity-v0
+    python benchmarks/train_throughput.py --iters 5 --num-env-runners 2 --batch-size 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from env_throughput import time_env  # noqa: E402
+
+
+def _max_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(config: Any, iters: int) -> dict[str, float]:
+    """Builds ``config``'s algorithm, trains one warm-up and ``iters`` timed iterations, returns the measurements."""
+    algo = config.build_algo()
+    try:
+        algo.train()  # warm-up: actor start, first weight sync, torch initialisation
+        steps0 = algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"), default=0)
+        sampling = learning = 0.0
+        start = time.perf_counter()
+        for _ in range(iters):
+            timers = algo.train()["timers"]
+            sampling += timers.get("env_runner_sampling_timer", 0.0)
+            learning += timers.get("learner_update_timer", 0.0)
+        wall = time.perf_counter() - start
+        steps = algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime")) - steps0
+        runner_rss = algo.env_runner_group.foreach_env_runner(lambda er: _max_rss_mib(), local_env_runner=False)
+        return {
+            "env_steps_per_s": steps / wall,
+            "sampling_share": sampling / wall,
+            "learner_share": learning / wall,
+            "driver_peak_mib": _max_rss_mib(),
+            "env_runner_peak_mib": max(runner_rss, default=0.0),
+            "seconds_per_iter": wall / iters,
+        }
+    finally:
+        algo.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--algos", nargs="*", default=["MAPPO", "HAPPO", "MAPPOLagrangian"])
+    parser.add_argument("--env", default="Safety2x4AntVelocity-v0")
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=4000)
+    parser.add_argument("--minibatch-size", type=int, default=1000)
+    parser.add_argument("--num-epochs", type=int, default=5)
+    parser.add_argument("--num-env-runners", type=int, default=1)
+    parser.add_argument("--num-envs-per-env-runner", type=int, default=1)
+    parser.add_argument("--raw-steps", type=int, default=3000, help="env steps for the raw env speed")
+    args = parser.parse_args()
+
+    import ray
+
+    import rllib_safe
+    from rllib_safe.algorithms.registry import get_config
+    from rllib_safe.envs import make
+
+    raw, _ = time_env(make(args.env), args.raw_steps)
+    ray.init(include_dashboard=False, log_to_driver=False)
+    rllib_safe.register()
+    rows = []
+    for name in args.algos:
+        config = (
+            get_config(name)
+            .environment(args.env)
+            .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
+            .training(
+                train_batch_size_per_learner=args.batch_size,
+                minibatch_size=args.minibatch_size,
+                num_epochs=args.num_epochs,
+            )
+            .debugging(seed=0)
+        )
+        rows.append((name, measure(config, args.iters)))
+    ray.shutdown()
+
+    print(
+        f"\n{args.env}: batch {args.batch_size} env steps/iteration, {args.num_epochs} epochs x minibatch "
+        f"{args.minibatch_size}, {args.num_env_runners} EnvRunner(s) x {args.num_envs_per_env_runner} env(s), "
+        f"{args.iters} timed iterations, {os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'algorithm':18s} {'env-steps/s':>11s} {'s/iter':>7s} {'sampling':>9s} {'learner':>8s} "
+        f"{'driver peak MiB':>16s} {'EnvRunner peak MiB':>19s}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, m in rows:
+        print(
+            f"{name:18s} {m['env_steps_per_s']:11.0f} {m['seconds_per_iter']:7.1f} {m['sampling_share']:9.0%} "
+            f"{m['learner_share']:8.0%} {m['driver_peak_mib']:16.0f} {m['env_runner_peak_mib']:19.0f}"
+        )
+    print(f"{'raw env (1 core)':18s} {raw:11.0f}")
+
+
+if __name__ == "__main__":
+    main()
