@@ -6,7 +6,7 @@ memory.
 Each algorithm trains ``--iters`` iterations after one warm-up iteration (not counted). Env steps/s is the number of
 env steps sampled in the timed iterations over their wall time; the shares come from RLlib's timers
 (``env_runner_sampling_timer``, ``learner_update_timer``). Peak memory is the maximum resident set size of the
-driver (which hosts the learner when ``--num-learners 0``) and of each EnvRunner process.
+driver (which hosts the learner) and of the EnvRunner processes; every measurement runs in a fresh process.
 
 How to run::
 
@@ -17,8 +17,10 @@ How to run::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from typing import Any
@@ -58,43 +60,73 @@ def measure(config: Any, iters: int) -> dict[str, float]:
         algo.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--algos", nargs="*", default=["MAPPO", "HAPPO", "MAPPOLagrangian"])
-    parser.add_argument("--env", default="Safety2x4AntVelocity-v0")
+def build_config(name: str, env: str, args: argparse.Namespace) -> Any:
+    """The benchmark config of one algorithm (the same batch sizes for every algorithm)."""
+    from rllib_safe.algorithms.registry import get_config
+
+    return (
+        get_config(name)
+        .environment(env)
+        .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
+        .training(
+            train_batch_size_per_learner=args.batch_size,
+            minibatch_size=args.minibatch_size,
+            num_epochs=args.num_epochs,
+        )
+        .debugging(seed=0)
+    )
+
+
+def measure_in_subprocess(name: str, env: str, args: argparse.Namespace) -> dict[str, float]:
+    """:func:`measure` in a fresh process (peak memory is per process and never goes down)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--single", name, env]
+    for key in ("iters", "batch_size", "minibatch_size", "num_epochs", "num_env_runners", "num_envs_per_env_runner"):
+        cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{name} on {env} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The batch-size and resource options shared with ``efficiency.py``."""
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4000)
     parser.add_argument("--minibatch-size", type=int, default=1000)
     parser.add_argument("--num-epochs", type=int, default=5)
     parser.add_argument("--num-env-runners", type=int, default=1)
     parser.add_argument("--num-envs-per-env-runner", type=int, default=1)
-    parser.add_argument("--raw-steps", type=int, default=3000, help="env steps for the raw env speed")
-    args = parser.parse_args()
+    parser.add_argument("--single", nargs=2, metavar=("ALGO", "TASK"), help=argparse.SUPPRESS)
 
+
+def run_single(args: argparse.Namespace) -> None:
+    """``--single ALGO TASK``: one measurement, printed as JSON (used by :func:`measure_in_subprocess`)."""
     import ray
 
     import rllib_safe
-    from rllib_safe.algorithms.registry import get_config
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    rllib_safe.register()
+    result = measure(build_config(args.single[0], args.single[1], args), args.iters)
+    ray.shutdown()
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--algos", nargs="*", default=["MAPPO", "HAPPO", "MAPPOLagrangian"])
+    parser.add_argument("--env", default="Safety2x4AntVelocity-v0")
+    parser.add_argument("--raw-steps", type=int, default=3000, help="env steps for the raw env speed")
+    add_arguments(parser)
+    args = parser.parse_args()
+    if args.single:
+        return run_single(args)
+
     from rllib_safe.envs import make
 
     raw, _ = time_env(make(args.env), args.raw_steps)
-    ray.init(include_dashboard=False, log_to_driver=False)
-    rllib_safe.register()
-    rows = []
-    for name in args.algos:
-        config = (
-            get_config(name)
-            .environment(args.env)
-            .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
-            .training(
-                train_batch_size_per_learner=args.batch_size,
-                minibatch_size=args.minibatch_size,
-                num_epochs=args.num_epochs,
-            )
-            .debugging(seed=0)
-        )
-        rows.append((name, measure(config, args.iters)))
-    ray.shutdown()
+    rows = [(name, measure_in_subprocess(name, args.env, args)) for name in args.algos]
 
     print(
         f"\n{args.env}: batch {args.batch_size} env steps/iteration, {args.num_epochs} epochs x minibatch "

@@ -69,6 +69,23 @@ def check_mujoco_stable(data: Any, task_name: str, step: int) -> None:
             )
 
 
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int, or ``ValueError`` naming the option if it is no integer ``>= minimum`` (bools excluded)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf) -> float:
+    """``value`` as a float, or ``ValueError`` naming the option unless it is a finite number in ``[low, high)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}.")
+    if not (math.isfinite(value) and low <= value < high):
+        bound = f">= {low}" if high == math.inf else f"in [{low}, {high})"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
+    return float(value)
+
+
 class SafeMultiAgentEnv(MultiAgentEnv):
     """Base class of all rllib_safe tasks (see the module docstring for the contract).
 
@@ -154,6 +171,14 @@ class SafeMultiAgentEnv(MultiAgentEnv):
         if terminated or truncated:
             self.agents = []
         return obs, rewards, terminateds, truncateds, {aid: dict(info) for aid in agents}
+
+    def _set_episode_options(
+        self, task_name: str, max_episode_steps: Any, cost_limit: Any, default_cost_limit: float
+    ) -> None:
+        """Checks and sets the options every task has (``ValueError`` naming the option)."""
+        self.task_name = task_name
+        self.max_episode_steps = check_int("max_episode_steps", max_episode_steps, 1)
+        self.cost_limit = default_cost_limit if cost_limit is None else check_number("cost_limit", cost_limit)
 
     def state(self) -> np.ndarray:
         """Returns the global state that belongs to the latest observations."""

@@ -64,14 +64,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from rllib_safe.envs.base import SafeMultiAgentEnv
-from rllib_safe.envs.safe_mamujoco import MaMuJoCoRobot
+from rllib_safe.envs.safe_mamujoco import MaMuJoCoRobot, MaMuJoCoTask
 
 TAN30 = math.tan(math.radians(30.0))
 
@@ -104,8 +102,6 @@ ANT_8X1_COST_LIMIT = 70.0
 HALF_CHEETAH_COST_LIMIT = 30.0
 MANY_AGENT_ANT_SMALL_COST_LIMIT = 25.0
 MANY_AGENT_ANT_LARGE_COST_LIMIT = 80.0
-
-RENDER_MODES = (None, "rgb_array", "depth_array")
 
 
 @dataclass(frozen=True)
@@ -436,7 +432,7 @@ def macpo_factorization(scenario: str, agent_conf: str) -> dict | None:
 # ----------------------------------------------------------------------------------------------------------------
 # The RLlib environment.
 # ----------------------------------------------------------------------------------------------------------------
-class SafeMAMuJoCoObstacle(SafeMultiAgentEnv):
+class SafeMAMuJoCoObstacle(MaMuJoCoTask):
     """A MACPO Safe MAMuJoCo obstacle task (folded corridor or moving obstacle) as an RLlib ``MultiAgentEnv``.
 
     Args:
@@ -462,61 +458,37 @@ class SafeMAMuJoCoObstacle(SafeMultiAgentEnv):
         cost_limit: float | None = None,
         render_mode: str | None = None,
     ) -> None:
-        super().__init__()
         if task not in OBSTACLE_TASKS:
             raise ValueError(f"Unknown obstacle task {task!r}; known: {sorted(OBSTACLE_TASKS)}.")
-        if obs_mode not in ("local", "global"):
-            raise ValueError(f"obs_mode must be 'local' or 'global', got {obs_mode!r}.")
-        if not isinstance(agent_obsk, int) or isinstance(agent_obsk, bool) or agent_obsk < 0:
-            raise ValueError(f"agent_obsk must be an integer >= 0, got {agent_obsk!r}.")
-        if not isinstance(max_episode_steps, int) or isinstance(max_episode_steps, bool) or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}.")
-        if cost_limit is not None and (isinstance(cost_limit, bool) or not cost_limit >= 0):
-            raise ValueError(f"cost_limit must be a number >= 0, got {cost_limit!r}.")
-        if render_mode not in RENDER_MODES:
-            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}.")
         self.spec_ = OBSTACLE_TASKS[task]
-        self.task_name = task
-        self.obs_mode = obs_mode
-        self.max_episode_steps = max_episode_steps
-        self.cost_limit = self.spec_.cost_limit if cost_limit is None else float(cost_limit)
-        self.render_mode = render_mode
+        super().__init__(
+            task,
+            obs_mode=obs_mode,
+            agent_obsk=agent_obsk,
+            max_episode_steps=max_episode_steps,
+            cost_limit=cost_limit,
+            default_cost_limit=self.spec_.cost_limit,
+            render_mode=render_mode,
+            num_extra=2,
+        )
+        sim = self.robot.env
+        self.dt = float(sim.dt)
+        self._mocap_id = -1 if self.spec_.is_corridor else int(sim.model.body("obstacle").mocapid[0])
 
+    def _build_robot(self, agent_obsk: int) -> MaMuJoCoRobot:
         if self.spec_.is_corridor:
-            gym_env = build_corridor_env(self.spec_.scenario, self.spec_.agent_conf, self.spec_.half_width, render_mode)
+            gym_env = build_corridor_env(
+                self.spec_.scenario, self.spec_.agent_conf, self.spec_.half_width, self.render_mode
+            )
         else:
-            gym_env = build_obstacle_env(render_mode)
-        self.robot = MaMuJoCoRobot(
+            gym_env = build_obstacle_env(self.render_mode)
+        return MaMuJoCoRobot(
             self.spec_.scenario,
             self.spec_.agent_conf,
             agent_obsk=agent_obsk,
             gym_env=gym_env,
             agent_factorization=macpo_factorization(self.spec_.scenario, self.spec_.agent_conf),
         )
-        sim = self.robot.env
-        self.dt = float(sim.dt)
-        self._mocap_id = -1
-        if not self.spec_.is_corridor:
-            self._mocap_id = int(sim.model.body("obstacle").mocapid[0])
-
-        self.possible_agents = list(self.robot.agents)
-        self.agents = list(self.possible_agents)
-        n = len(self.possible_agents)
-        self.num_extra = 2
-        self.state_dim = self.robot.state_dim + self.num_extra
-        self.state_space = gym.spaces.Box(-np.inf, np.inf, (self.state_dim,), np.float32)
-        if obs_mode == "global":
-            self._one_hot = {aid: np.eye(n, dtype=np.float32)[i] for i, aid in enumerate(self.possible_agents)}
-            obs_dims = {aid: self.state_dim + n for aid in self.possible_agents}
-        else:
-            obs_dims = {aid: len(self.robot.obs_index[aid]) + self.num_extra for aid in self.possible_agents}
-        self.observation_spaces = {
-            aid: gym.spaces.Box(-np.inf, np.inf, (obs_dims[aid],), np.float32) for aid in self.possible_agents
-        }
-        self.action_spaces = {
-            aid: gym.spaces.Box(space.low, space.high, space.shape, np.float32)
-            for aid, space in self.robot.action_spaces.items()
-        }
 
     # ----------------------------------------------------------------------------------------------------------
     # Task quantities read from the MuJoCo state.
@@ -553,41 +525,23 @@ class SafeMAMuJoCoObstacle(SafeMultiAgentEnv):
         return self.spec_.is_corridor and torso_up_z(self.robot.env.data.qpos[3:7]) < TOPPLE_Z_UP
 
     # ----------------------------------------------------------------------------------------------------------
-    def _observe(self, state64: np.ndarray, steps: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        extra = self.extra_features(steps)
-        state = np.concatenate([state64, extra]).astype(np.float32)
-        if self.obs_mode == "global":
-            obs = {aid: np.concatenate([state, oh]) for aid, oh in self._one_hot.items()}
-        else:
-            extra32 = state[-self.num_extra :]
-            obs = {aid: np.concatenate([state[idx], extra32]) for aid, idx in self.robot.obs_index.items()}
-        return obs, state
-
     def _reset(self, seed: int | None, options: dict | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         sim = self.robot.env
         state64, _ = sim.reset(seed=seed)
         if not self.spec_.is_corridor:
             # mj_resetData already puts the mocap body back at its XML position; written out to be explicit.
             sim.data.mocap_pos[self._mocap_id, 0] = OBSTACLE_START_X
-        return self._observe(state64, 0)
+        return self._observe(state64, self.extra_features(0))
 
     def _step(self, actions: dict[str, np.ndarray]):
         sim = self.robot.env
         if not self.spec_.is_corridor:  # move the obstacle by this step's displacement before simulating it
             sim.data.mocap_pos[self._mocap_id, 0] += obstacle_drive(self._t * self.dt)
         state64, reward, terminated, _, _ = sim.step(self.robot.global_action(actions))
-        obs, state = self._observe(state64, self._t + 1)  # the base class counts this step after _step returns
+        obs, state = self._observe(state64, self.extra_features(self._t + 1))  # the base counts the step later
         cost = self.current_cost()
         terminated = bool(terminated) or self.toppled()
         return obs, state, reward, cost, terminated, {}
-
-    def render(self) -> np.ndarray | None:
-        """Renders the scene from a camera tracking the robot (``render_mode="rgb_array"`` gives an ``HxWx3`` image)."""
-        return self.robot.env.render()
-
-    def close(self) -> None:
-        """Closes the MuJoCo renderer, if any."""
-        self.robot.env.close()
 
 
 def task_factories() -> dict[str, Any]:

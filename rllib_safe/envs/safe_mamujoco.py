@@ -24,7 +24,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from rllib_safe.envs.base import SafeMultiAgentEnv, check_mujoco_stable
+from rllib_safe.envs.base import SafeMultiAgentEnv, check_int, check_mujoco_stable
 
 #: Default limit on the expected episode cost of the velocity tasks: SafePO's multi-agent CLI default
 #: (``--cost-limit 25.0`` in ``safepo/utils/config.py``), also OmniSafe's velocity benchmark limit.
@@ -140,18 +140,104 @@ class MaMuJoCoRobot:
         return {aid: state[idx] for aid, idx in self.obs_index.items()}
 
 
-class SafeMAMuJoCoVelocity(SafeMultiAgentEnv):
+#: Render modes of the MaMuJoCo-based tasks (headless through ``MUJOCO_GL=egl``).
+RENDER_MODES = (None, "rgb_array", "depth_array")
+
+
+class MaMuJoCoTask(SafeMultiAgentEnv):
+    """What every MaMuJoCo-based task shares: options, the robot, the spaces and the observation assembly.
+
+    Subclasses set ``self.spec_`` (their task entry), then call ``super().__init__(...)``, and implement
+    :meth:`_build_robot`, ``_reset`` and ``_step``. Tasks with ``num_extra`` task features (e.g. an obstacle's
+    position) append them to the robot's global state and to every agent's local observation.
+
+    Args:
+        task_name: The registered task name.
+        obs_mode: ``"local"``: MaMuJoCo local observations within ``agent_obsk`` joints (the MACPO code's setting);
+            ``"global"``: the full state plus a one-hot agent id (SafePO's setting).
+        agent_obsk: Graph distance of the observed joints in ``"local"`` mode (MaMuJoCo default and MACPO: 1).
+        max_episode_steps: Time limit; reaching it truncates the episode.
+        cost_limit: The limit on the expected episode cost that algorithms use when their config gives none.
+        default_cost_limit: The task's default for ``cost_limit``.
+        render_mode: One of :data:`RENDER_MODES`.
+        num_extra: Number of task features appended to the state and the local observations.
+    """
+
+    def __init__(
+        self,
+        task_name: str,
+        *,
+        obs_mode: str,
+        agent_obsk: int,
+        max_episode_steps: int,
+        cost_limit: float | None,
+        default_cost_limit: float,
+        render_mode: str | None,
+        num_extra: int = 0,
+    ) -> None:
+        super().__init__()
+        self._set_episode_options(task_name, max_episode_steps, cost_limit, default_cost_limit)
+        if obs_mode not in ("local", "global"):
+            raise ValueError(f"obs_mode must be 'local' or 'global', got {obs_mode!r}.")
+        agent_obsk = check_int("agent_obsk", agent_obsk, 0)
+        if render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}.")
+        self.obs_mode, self.render_mode, self.num_extra = obs_mode, render_mode, num_extra
+
+        self.robot = self._build_robot(agent_obsk)
+        self.possible_agents = list(self.robot.agents)
+        self.agents = list(self.possible_agents)
+        n = len(self.possible_agents)
+        self.state_dim = self.robot.state_dim + num_extra
+        self.state_space = gym.spaces.Box(-np.inf, np.inf, (self.state_dim,), np.float32)
+        if obs_mode == "global":
+            self._one_hot = {aid: np.eye(n, dtype=np.float32)[i] for i, aid in enumerate(self.possible_agents)}
+            obs_dims = {aid: self.state_dim + n for aid in self.possible_agents}
+        else:
+            obs_dims = {aid: len(self.robot.obs_index[aid]) + num_extra for aid in self.possible_agents}
+        self.observation_spaces = {
+            aid: gym.spaces.Box(-np.inf, np.inf, (obs_dims[aid],), np.float32) for aid in self.possible_agents
+        }
+        self.action_spaces = {
+            aid: gym.spaces.Box(space.low, space.high, space.shape, np.float32)
+            for aid, space in self.robot.action_spaces.items()
+        }
+
+    def _build_robot(self, agent_obsk: int) -> MaMuJoCoRobot:
+        """Builds the task's robot (and scene)."""
+        raise NotImplementedError
+
+    def _observe(
+        self, state64: np.ndarray, extra: np.ndarray | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The agents' observations and the global state from the robot's ``*-v5`` observation and task features."""
+        state = (state64 if extra is None else np.concatenate([state64, extra])).astype(np.float32)
+        if self.obs_mode == "global":
+            return {aid: np.concatenate([state, oh]) for aid, oh in self._one_hot.items()}, state
+        if self.num_extra:
+            extra32 = state[-self.num_extra :]
+            return {aid: np.concatenate([state[idx], extra32]) for aid, idx in self.robot.obs_index.items()}, state
+        return self.robot.local_observations(state), state
+
+    def render(self) -> np.ndarray | None:
+        """Renders the scene (``render_mode="rgb_array"`` returns an ``HxWx3`` image)."""
+        return self.robot.env.render()
+
+    def close(self) -> None:
+        """Closes the MuJoCo renderer, if any."""
+        self.robot.env.close()
+
+
+class SafeMAMuJoCoVelocity(MaMuJoCoTask):
     """A Safe MAMuJoCo velocity task as an RLlib ``MultiAgentEnv``.
 
     Args:
         task: One of :data:`VELOCITY_TASKS` (e.g. ``"Safety2x4AntVelocity-v0"``).
-        obs_mode: ``"local"``: MaMuJoCo local observations within ``agent_obsk`` joints (the MACPO code's setting);
-            ``"global"``: the full state plus a one-hot agent id (SafePO's setting).
+        obs_mode: ``"local"`` or ``"global"`` (see :class:`MaMuJoCoTask`).
         agent_obsk: Graph distance of the observed joints in ``"local"`` mode (MaMuJoCo default and MACPO: 1).
-        max_episode_steps: Time limit; reaching it truncates the episode (default 1000 as MaMuJoCo and SafePO).
-        cost_limit: The limit on the expected episode cost that algorithms use when their config gives none
-            (default :data:`VELOCITY_COST_LIMIT`).
-        render_mode: ``None`` or ``"rgb_array"`` (headless through ``MUJOCO_GL=egl`` or ``osmesa``).
+        max_episode_steps: Time limit (default 1000 as MaMuJoCo and SafePO).
+        cost_limit: Default limit for algorithms (default :data:`VELOCITY_COST_LIMIT`).
+        render_mode: One of :data:`RENDER_MODES`.
 
     Observation, action and state spaces are ``float32`` Boxes; the global state is the single-agent ``*-v5``
     observation (``infos[agent]["state"]``, :meth:`state`).
@@ -166,52 +252,21 @@ class SafeMAMuJoCoVelocity(SafeMultiAgentEnv):
         cost_limit: float | None = None,
         render_mode: str | None = None,
     ) -> None:
-        super().__init__()
         if task not in VELOCITY_TASKS:
             raise ValueError(f"Unknown velocity task {task!r}; known: {sorted(VELOCITY_TASKS)}.")
-        if obs_mode not in ("local", "global"):
-            raise ValueError(f"obs_mode must be 'local' or 'global', got {obs_mode!r}.")
-        if not isinstance(agent_obsk, int) or isinstance(agent_obsk, bool) or agent_obsk < 0:
-            raise ValueError(f"agent_obsk must be an integer >= 0, got {agent_obsk!r}.")
-        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}.")
-        if cost_limit is not None and not cost_limit >= 0:
-            raise ValueError(f"cost_limit must be >= 0, got {cost_limit!r}.")
         self.spec_ = VELOCITY_TASKS[task]
-        self.task_name = task
-        self.obs_mode = obs_mode
-        self.max_episode_steps = max_episode_steps
-        self.cost_limit = VELOCITY_COST_LIMIT if cost_limit is None else float(cost_limit)
-        self.render_mode = render_mode
-
-        self.robot = MaMuJoCoRobot(
-            self.spec_.scenario, self.spec_.agent_conf, agent_obsk=agent_obsk, render_mode=render_mode
+        super().__init__(
+            task,
+            obs_mode=obs_mode,
+            agent_obsk=agent_obsk,
+            max_episode_steps=max_episode_steps,
+            cost_limit=cost_limit,
+            default_cost_limit=VELOCITY_COST_LIMIT,
+            render_mode=render_mode,
         )
-        self.possible_agents = list(self.robot.agents)
-        self.agents = list(self.possible_agents)
-        n = len(self.possible_agents)
-        self.state_space = gym.spaces.Box(-np.inf, np.inf, (self.robot.state_dim,), np.float32)
-        if obs_mode == "global":
-            self._one_hot = {aid: np.eye(n, dtype=np.float32)[i] for i, aid in enumerate(self.possible_agents)}
-            obs_dims = {aid: self.robot.state_dim + n for aid in self.possible_agents}
-        else:
-            obs_dims = {aid: len(self.robot.obs_index[aid]) for aid in self.possible_agents}
-        self.observation_spaces = {
-            aid: gym.spaces.Box(-np.inf, np.inf, (obs_dims[aid],), np.float32) for aid in self.possible_agents
-        }
-        self.action_spaces = {
-            aid: gym.spaces.Box(space.low, space.high, space.shape, np.float32)
-            for aid, space in self.robot.action_spaces.items()
-        }
 
-    # ----------------------------------------------------------------------------------------------------------
-    def _observe(self, state64: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        state = state64.astype(np.float32)
-        if self.obs_mode == "global":
-            obs = {aid: np.concatenate([state, oh]) for aid, oh in self._one_hot.items()}
-        else:
-            obs = self.robot.local_observations(state)
-        return obs, state
+    def _build_robot(self, agent_obsk: int) -> MaMuJoCoRobot:
+        return MaMuJoCoRobot(self.spec_.scenario, self.spec_.agent_conf, agent_obsk, render_mode=self.render_mode)
 
     def _reset(self, seed: int | None, options: dict | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         state64, _ = self.robot.env.reset(seed=seed)
@@ -223,14 +278,6 @@ class SafeMAMuJoCoVelocity(SafeMultiAgentEnv):
         obs, state = self._observe(state64)
         cost = velocity_cost(info, self.spec_.threshold, self.spec_.planar)
         return obs, state, reward, cost, terminated, {}
-
-    def render(self) -> np.ndarray | None:
-        """Renders the robot (``render_mode="rgb_array"`` returns an ``HxWx3`` image)."""
-        return self.robot.env.render()
-
-    def close(self) -> None:
-        """Closes the MuJoCo renderer, if any."""
-        self.robot.env.close()
 
 
 def task_factories() -> dict[str, Any]:

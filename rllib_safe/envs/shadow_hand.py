@@ -108,7 +108,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from rllib_safe.envs.base import SafeMultiAgentEnv
+from rllib_safe.envs.base import SafeMultiAgentEnv, check_number
 
 #: MuJoCo timestep (s) and substeps per control step: 60 Hz control as Isaac's ``dt = 1/60``, ``controlFrequencyInv 1``.
 TIMESTEP = 1.0 / 480.0
@@ -420,21 +420,15 @@ class SafeShadowHand(SafeMultiAgentEnv):
         spec = SHADOW_HAND_TASKS[task]
         if max_episode_steps is None:
             max_episode_steps = spec.max_episode_steps
-        if not isinstance(max_episode_steps, int) or isinstance(max_episode_steps, bool) or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}.")
-        if cost_limit is not None and not _is_real(cost_limit, minimum=0.0):
-            raise ValueError(f"cost_limit must be a finite number >= 0, got {cost_limit!r}.")
+        self._set_episode_options(task, max_episode_steps, cost_limit, spec.cost_limit)
         if cost_rule not in COST_RULES:
             raise ValueError(f"cost_rule must be one of {sorted(COST_RULES)}, got {cost_rule!r}.")
-        if cost_threshold is not None and not _is_real(cost_threshold, minimum=0.0):
-            raise ValueError(f"cost_threshold must be a finite number >= 0, got {cost_threshold!r}.")
+        if cost_threshold is not None:
+            check_number("cost_threshold", cost_threshold)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}.")
 
         self.spec_ = spec
-        self.task_name = task
-        self.max_episode_steps = max_episode_steps
-        self.cost_limit = spec.cost_limit if cost_limit is None else float(cost_limit)
         self.cost_rule = cost_rule
         rule = COST_RULES[cost_rule]
         self.cost_indices = rule.indices
@@ -662,13 +656,6 @@ class SafeShadowHand(SafeMultiAgentEnv):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-
-
-def _is_real(value: Any, minimum: float) -> bool:
-    """Whether ``value`` is a finite real number (not a bool) that is at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return False
-    return math.isfinite(value) and value >= minimum
 
 
 def task_factories() -> dict[str, Any]:

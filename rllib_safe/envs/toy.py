@@ -40,7 +40,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rllib_safe.envs.base import SafeMultiAgentEnv
+from rllib_safe.envs.base import SafeMultiAgentEnv, check_int, check_number
 
 #: The registered task name.
 TOY_TASK = "SafeMAToy-v0"
@@ -120,32 +120,9 @@ class SafeMAToy(SafeMultiAgentEnv):
         speed_threshold: float = TOY_SPEED_THRESHOLD,
     ) -> None:
         super().__init__()
-        if isinstance(num_agents, bool) or not isinstance(num_agents, (int, np.integer)) or num_agents < 1:
-            raise ValueError(f"num_agents must be an integer >= 1, got {num_agents!r}.")
-        if (
-            isinstance(max_episode_steps, bool)
-            or not isinstance(max_episode_steps, (int, np.integer))
-            or max_episode_steps < 1
-        ):
-            raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}.")
-        if cost_limit is None:
-            cost_limit = TOY_COST_LIMIT
-        if (
-            isinstance(cost_limit, bool)
-            or not isinstance(cost_limit, (int, float, np.integer, np.floating))
-            or not 0.0 <= cost_limit < math.inf
-        ):
-            raise ValueError(f"cost_limit must be a finite number >= 0, got {cost_limit!r}.")
-        if (
-            isinstance(speed_threshold, bool)
-            or not isinstance(speed_threshold, (int, float, np.integer, np.floating))
-            or not 0.0 <= speed_threshold < 1.0
-        ):
-            raise ValueError(f"speed_threshold must be a number in [0, 1), got {speed_threshold!r}.")
-        self.team_size = int(num_agents)
-        self.max_episode_steps = int(max_episode_steps)
-        self.cost_limit = float(cost_limit)
-        self.speed_threshold = float(speed_threshold)
+        self.team_size = check_int("num_agents", num_agents, 1)
+        self._set_episode_options("SafeMAToy-v0", max_episode_steps, cost_limit, TOY_COST_LIMIT)
+        self.speed_threshold = check_number("speed_threshold", speed_threshold, 0.0, 1.0)
 
         self.possible_agents = [f"agent_{i}" for i in range(self.team_size)]
         self.agents = list(self.possible_agents)
