@@ -17,6 +17,8 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
         "MAPPOLagrangian",
         "MAPPOLagrangianConfig",
     ),
+    "MAFOCOPS": ("rllib_safe.algorithms.mafocops.mafocops", "MAFOCOPS", "MAFOCOPSConfig"),
+    "MACPO": ("rllib_safe.algorithms.macpo.macpo", "MACPO", "MACPOConfig"),
 }
 
 

@@ -22,7 +22,7 @@ def run(*args, timeout=300):
     "args, message",
     [
         (["train", "--env", "Nope-v0"], "Known tasks: "),
-        (["train", "--algo", "nope"], "Known algorithms: MAPPO, HAPPO, MAPPOLagrangian"),
+        (["train", "--algo", "nope"], "Known algorithms: MAPPO, HAPPO, MAPPOLagrangian, MAFOCOPS, MACPO"),
         (["train", "--cost-limit", "-1"], "`cost_limit`"),
         (["train", "--restore", "/no/such/checkpoint"], "no RLlib checkpoint"),
         (["train", "--config", "no_such_key=1"], "Unknown config key 'no_such_key'"),

@@ -56,6 +56,11 @@ class MACPOConfig(SequentialConfig):
     ``num_epochs``/``minibatch_size`` (for the actors), ``clip_param``, ``entropy_coeff`` and ``target_kl`` do not
     act on MACPO's actors (the critic still uses ``num_epochs``/``minibatch_size``). MACPO supports one cost index
     (m = 1); tasks with several costs are rejected at validation.
+
+    Deliberate difference from the MACPO code: there ``trpo_update`` runs once per minibatch (``num_mini_batch`` 40
+    in ``train_mujoco.sh``), i.e. up to 40 CPO steps per agent and iteration, each with the critic steps interleaved;
+    here every agent takes one CPO step on its whole batch per iteration, after the critics' update (CPO/TRPO as
+    published, and the same step on every Learner).
     """
 
     def __init__(self, algo_class: type | None = None) -> None:

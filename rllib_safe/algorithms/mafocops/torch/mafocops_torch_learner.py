@@ -69,12 +69,12 @@ def focops_loss(
     if mask is None:
         mask = torch.ones_like(ratio, dtype=torch.bool)
     cost_advantages = cost_advantages.reshape(len(ratio), -1)
-    eta_hat = happo_factor * reward_advantage
-    cost_penalty = (cost_advantages * nu.to(cost_advantages.dtype)).sum(-1)
-    accept = (state_kl.detach() <= kl_threshold).to(state_kl.dtype)
-    kl_term = state_kl
-    advantage_term = ratio * (eta_hat - cost_penalty) / focops_lambda
-    loss = masked_mean((kl_term - advantage_term) * accept, mask)
+    eta_hat = happo_factor * reward_advantage  # η̂ = M^{i_1:h}·Â (Algorithm 1 line 13)
+    cost_penalty = (cost_advantages * nu.to(cost_advantages.dtype)).sum(-1)  # Σ_k ν_k Â_c,k (Eq. 11)
+    accept = (state_kl.detach() <= kl_threshold).to(state_kl.dtype)  # I(s_j) (Sec. 4.3)
+    kl_term = state_kl  # D_KL(π_θ‖π_θk)[s_j] (Eq. 11, first term)
+    advantage_term = ratio * (eta_hat - cost_penalty) / focops_lambda  # (π_θ/π_θk)(η̂ − νÂ_c)/λ (Eq. 11)
+    loss = masked_mean((kl_term - advantage_term) * accept, mask)  # (1/N) Σ_j [...]·I(s_j) (Eq. 11)
     terms = {
         "kl_term": masked_mean(kl_term.detach(), mask),
         "advantage_term": masked_mean(advantage_term.detach(), mask),
