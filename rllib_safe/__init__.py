@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
+from rllib_safe.compat import patch_multi_agent_episode_slice
+
+patch_multi_agent_episode_slice()
 _registered = False
 
 

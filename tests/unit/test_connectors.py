@@ -142,3 +142,22 @@ def test_mean_episode_costs_is_sum_over_count_not_mean_of_means():
     metrics = {"episode_cost_sum": {"a0": 90.0, "a1/0": 1.0}, "episode_cost_count": {"a0": 3}}
     out = mean_episode_costs(metrics, ["a0", "a1"], num_costs=1)
     assert out == {"a0": pytest.approx(np.array([30.0]))}
+
+
+@pytest.mark.parametrize("start, stop, lookback", [(0, 3, 0), (2, 5, 1), (1, 4, 0), (3, 6, 2), (4, 6, 1)])
+def test_sliced_episodes_keep_their_infos(start, stop, lookback):
+    """RLlib 2.60's MultiAgentEpisode.slice drops infos; rllib_safe.compat puts exactly the right ones back."""
+    import rllib_safe  # noqa: F401  (applies the patch)
+
+    ep = _episode([0.0, 1.0, 0.0, 1.0, 1.0, 0.0], terminated=True)  # state of obs t is t, costs differ per step
+    sliced = ep.slice(slice(start, stop), len_lookback_buffer=lookback)
+    for aid in ("a0", "a1"):
+        sa = sliced.agent_episodes[aid]
+        states = [
+            info["state"][0]
+            for info in sa.get_infos(slice(-sa.infos.lookback, len(sa) + 1), neg_index_as_lookback=True)
+        ]
+        assert states == list(range(start - sa.infos.lookback, stop + 1))
+        costs = [info["cost"] for info in sa.get_infos(slice(1, len(sa) + 1))]
+        expected = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0][start:stop]
+        assert costs == (expected if aid == "a0" else [2 * c for c in expected])
