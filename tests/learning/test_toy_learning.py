@@ -62,11 +62,19 @@ def test_mappo_lagrangian_respects_the_limit_and_mappo_does_not():
         dual_init=0.0,
         dual_options={"kp": 0.05, "ki": 0.01, "kd": 0.0},
     )
+    print(
+        f"MAPPOLagrangian: max training cost {max(h['episode_cost_mean'] for h in history):.2f}, "
+        f"deterministic evaluation cost {evaluation['episode_cost_mean']:.2f} (limit {COST_LIMIT}), "
+        f"return {evaluation['episode_return_mean']:.2f} (best safe {BEST_SAFE_RETURN:.2f})"
+    )
     # Training started above the limit (the initial policy drifts to speed > 0.5) and the multipliers pulled it back.
     assert max(h["episode_cost_mean"] for h in history) > COST_LIMIT
     assert evaluation["episode_cost_mean"] < COST_LIMIT
     assert evaluation["episode_return_mean"] >= MIN_RETURN_FRACTION * BEST_SAFE_RETURN
 
     history, evaluation = train_and_evaluate("MAPPO", 20)
+    print(
+        f"MAPPO: evaluation cost {evaluation['episode_cost_mean']:.2f}, return {evaluation['episode_return_mean']:.2f}"
+    )
     assert evaluation["episode_cost_mean"] > 2 * COST_LIMIT
     assert evaluation["episode_return_mean"] > BEST_SAFE_RETURN  # unconstrained: more reward, at a cost
