@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -411,6 +412,7 @@ class SequentialAlgorithm(Algorithm):
         """One iteration of the DESIGN.md data flow."""
         if self.config.reseed_each_iteration:
             self.reseed_env_runners()
+        start = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes, env_runner_results = synchronous_parallel_sample(
                 worker_set=self.env_runner_group,
@@ -423,6 +425,7 @@ class SequentialAlgorithm(Algorithm):
                 return
             self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
+        sampled = time.perf_counter()
         # Exact mean episode cost of this iteration (sum / count over all EnvRunners); agents that finished no
         # episode this iteration keep their last known value.
         costs = mean_episode_costs(
@@ -454,6 +457,9 @@ class SequentialAlgorithm(Algorithm):
                 policies=set(self._agent_ids),
                 inference_only=True,
             )
+        # Exact seconds of this iteration's phases (RLlib's timers above are smoothed across iterations).
+        self.metrics.log_value((TIMERS, "sample_s"), sampled - start, reduce="sum")
+        self.metrics.log_value((TIMERS, "update_and_sync_s"), time.perf_counter() - sampled, reduce="sum")
 
     def get_state(self, *args: Any, **kwargs: Any) -> dict:
         """RLlib's state plus the permutation RNG and the last known episode costs (RLlib saves neither)."""
