@@ -5,7 +5,9 @@ runs in a fresh process (see ``train_throughput.measure``): average FPS = env st
 timed iterations (sampling plus update, as the paper's "time and samples spent for each update"), and memory = the
 peak resident memory of the learner process (the paper reads a GPU memory monitor after 200k samples; on a CPU
 machine the learner's resident memory is the comparable number, and it includes the Python/Ray baseline).
-Improvement (%) = (FPS_MAFOCOPS / FPS_MACPO − 1)·100; saved memory = MACPO − MAFOCOPS (MiB).
+Improvement (%) = (FPS_MAFOCOPS / FPS_MACPO − 1)·100; saved memory = MACPO − MAFOCOPS (MiB). On a CPU machine the
+sampling dominates the wall time, so the script also prints the update time per iteration (learner update plus weight
+sync), where the two algorithms differ, with MAFOCOPS's speed-up (MACPO time / MAFOCOPS time − 1).
 
 How to run::
 
@@ -54,6 +56,13 @@ def print_tables(title: str, tasks: list[str], results: dict) -> None:
         for t in tasks
     ]
     print(f"{'Improvement (%)':22s}" + "".join(f"{g:{width}.2f}" for g in gains))
+    print("\nUpdate time (s per iteration: learner update + weight sync, the part where the algorithms differ)")
+    print(f"{head}\n" + "-" * len(head))
+    update = {key: m["learner_share"] * m["seconds_per_iter"] for key, m in results.items()}
+    for algo in ALGOS:
+        print(f"{algo:22s}" + "".join(f"{update[(algo, t)]:{width}.2f}" for t in tasks))
+    faster = [100 * (update[("MACPO", t)] / update[("MAFOCOPS", t)] - 1) for t in tasks]
+    print(f"{'MAFOCOPS faster (%)':22s}" + "".join(f"{f:{width}.2f}" for f in faster))
     print(f"\nMemory (MiB, learner peak RSS)\n{head}\n" + "-" * len(head))
     for algo in ALGOS:
         print(f"{algo:22s}" + "".join(f"{results[(algo, t)]['driver_peak_mib']:{width}.2f}" for t in tasks))
