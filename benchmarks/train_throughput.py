@@ -96,8 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4000)
     parser.add_argument("--minibatch-size", type=int, default=1000)
     parser.add_argument("--num-epochs", type=int, default=5)
-    parser.add_argument("--num-env-runners", type=int, default=1)
-    parser.add_argument("--num-envs-per-env-runner", type=int, default=1)
+    parser.add_argument("--num-env-runners", type=int, default=2)
+    parser.add_argument("--num-envs-per-env-runner", type=int, default=4)
     parser.add_argument("--single", nargs=2, metavar=("ALGO", "TASK"), help=argparse.SUPPRESS)
 
 
