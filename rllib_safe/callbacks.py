@@ -68,13 +68,15 @@ def mean_episode_costs(env_runner_metrics: dict, agent_ids: list[str], num_costs
         num_costs: m.
 
     Returns:
-        ``{agent: (m,) array}`` for the agents that finished at least one episode this iteration.
+        ``{agent: (m,) array}`` for the agents that finished at least one episode this iteration (an iteration in
+        which no episode ended reports its sums and counts as NaN; those agents are left out).
     """
     sums = env_runner_metrics.get("episode_cost_sum", {})
     counts = env_runner_metrics.get("episode_cost_count", {})
     out = {}
     for aid in agent_ids:
-        count = counts.get(aid, 0)
-        if count:
-            out[aid] = np.array([sums[k] for k in cost_metric_keys(aid, num_costs)], dtype=np.float64) / count
+        count = float(counts.get(aid, 0) or 0)
+        if not (np.isfinite(count) and count > 0):  # no episode ended: RLlib reports an empty sum as NaN
+            continue
+        out[aid] = np.array([sums[k] for k in cost_metric_keys(aid, num_costs)], dtype=np.float64) / count
     return out

@@ -193,3 +193,18 @@ def test_two_learners_ddp_same_permutation_same_weights():
         np.testing.assert_array_equal(w0[key], w1[key])
     o0, o1 = [o.get() if hasattr(o, "get") else o for o in orders]
     assert o0 == o1 == result["agent_order"].split(",")
+
+
+def test_iterations_without_a_finished_episode_keep_the_last_known_cost():
+    """150-step episodes, 100 steps per iteration: episodes end at steps 150, 300, 450, i.e. in iterations 2, 3 and 5;
+    iteration 4 ends none (RLlib then reports its empty cost sums as NaN) and must reuse iteration 3's cost."""
+    config = small_config("MAPPOLagrangian", env="Safety2x1SwimmerVelocity-v0", steps=150, batch=100, cost_limit=0.0)
+    a = config.env_runners(batch_mode="truncate_episodes").build_algo()
+    try:
+        results = [a.train() for _ in range(4)]
+    finally:
+        a.stop()
+    costs = [r["learners"]["agent_0"].get("episode_cost") for r in results]
+    assert costs[0] is None  # nothing known yet: no dual update
+    assert np.isfinite(costs[1]) and np.isfinite(costs[2])
+    assert costs[3] == costs[2]  # no episode ended in iteration 4: the last known value is used

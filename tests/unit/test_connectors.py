@@ -161,3 +161,12 @@ def test_sliced_episodes_keep_their_infos(start, stop, lookback):
         costs = [info["cost"] for info in sa.get_infos(slice(1, len(sa) + 1))]
         expected = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0][start:stop]
         assert costs == (expected if aid == "a0" else [2 * c for c in expected])
+
+
+def test_mean_episode_costs_skips_agents_without_finished_episodes():
+    # RLlib reduces an empty "sum" window to NaN when no episode ended in the iteration.
+    nan = float("nan")
+    metrics = {"episode_cost_sum": {"a0": nan, "a1": 4.0}, "episode_cost_count": {"a0": nan, "a1": 2}}
+    out = mean_episode_costs(metrics, ["a0", "a1"], num_costs=1)
+    assert set(out) == {"a1"} and out["a1"][0] == 2.0
+    assert mean_episode_costs({}, ["a0"], num_costs=1) == {}
