@@ -15,6 +15,7 @@ from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 from rllib_safe.envs import make, task_names
 from rllib_safe.envs.obstacles import OBSTACLE_TASKS, SafeMAMuJoCoObstacle
 from rllib_safe.envs.safe_mamujoco import SafeMAMuJoCoVelocity
+from tests.helpers import check_contract_and_shapes, random_actions, zero_actions
 
 NAMES = sorted(OBSTACLE_TASKS)
 T30 = math.tan(math.radians(30.0))
@@ -53,14 +54,6 @@ EXPECTED_COST_LIMITS = {
     "SafeManyAgentAnt4x2-v0": 80.0,
     "SafeManyAgentAnt8x1-v0": 80.0,
 }
-
-
-def zero_actions(env):
-    return {aid: np.zeros(env.action_spaces[aid].shape, np.float32) for aid in env.possible_agents}
-
-
-def random_actions(env, rng):
-    return {aid: rng.uniform(-1, 1, env.action_spaces[aid].shape).astype(np.float32) for aid in env.possible_agents}
 
 
 def place(env, xyz, quat=(1.0, 0.0, 0.0, 0.0), x=None):
@@ -108,12 +101,8 @@ def test_registry_lists_all_obstacle_tasks():
 @pytest.mark.parametrize("name", NAMES)
 def test_rllib_env_checker_shapes_and_cost_limit(name):
     env = make(name)
-    check_multiagent_environments(env)
     n, obs_dims, act_dims, state_dim = EXPECTED_SHAPES[name]
-    assert env.possible_agents == [f"agent_{i}" for i in range(n)]
-    assert [env.observation_spaces[a].shape[0] for a in env.possible_agents] == obs_dims
-    assert [env.action_spaces[a].shape[0] for a in env.possible_agents] == act_dims
-    assert env.state_space.shape == (state_dim,)
+    check_contract_and_shapes(env, n, obs_dims, act_dims, state_dim)
     assert env.cost_limit == EXPECTED_COST_LIMITS[name]
     obs, infos = env.reset(seed=1)
     for aid in env.possible_agents:

@@ -9,6 +9,7 @@ from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from rllib_safe.envs import NonFiniteError, make, task_names
 from rllib_safe.envs.safe_mamujoco import VELOCITY_TASKS, SafeMAMuJoCoVelocity, velocity_cost
+from tests.helpers import check_contract_and_shapes, random_actions, zero_actions
 
 VELOCITY_NAMES = sorted(VELOCITY_TASKS)
 
@@ -36,14 +37,6 @@ EXPECTED_SHAPES = {
 }
 
 
-def zero_actions(env):
-    return {aid: np.zeros(env.action_spaces[aid].shape, np.float32) for aid in env.possible_agents}
-
-
-def random_actions(env, rng):
-    return {aid: rng.uniform(-1, 1, env.action_spaces[aid].shape).astype(np.float32) for aid in env.possible_agents}
-
-
 def test_registry_lists_all_velocity_tasks():
     assert set(EXPECTED_THRESHOLDS) <= set(task_names())
 
@@ -57,12 +50,8 @@ def test_threshold_table(name):
 @pytest.mark.parametrize("name", VELOCITY_NAMES)
 def test_rllib_env_checker_and_shapes(name):
     env = make(name)
-    check_multiagent_environments(env)
     n, obs_dims, act_dims, state_dim = EXPECTED_SHAPES[name]
-    assert env.possible_agents == [f"agent_{i}" for i in range(n)]
-    assert [env.observation_spaces[a].shape[0] for a in env.possible_agents] == obs_dims
-    assert [env.action_spaces[a].shape[0] for a in env.possible_agents] == act_dims
-    assert env.state_space.shape == (state_dim,)
+    check_contract_and_shapes(env, n, obs_dims, act_dims, state_dim)
     obs, infos = env.reset(seed=1)
     for aid in env.possible_agents:
         assert env.observation_spaces[aid].contains(obs[aid])

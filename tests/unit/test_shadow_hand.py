@@ -20,6 +20,7 @@ from rllib_safe.envs.shadow_hand import (
     rotation_distance,
     shadow_hand_cost,
 )
+from tests.helpers import random_actions
 
 HANDOVER = "SafeShadowHandOver-v0"
 REORIENT = "SafeShadowHandReOrientation-v0"
@@ -31,10 +32,6 @@ HAND = 187  # Isaac's per-hand observation block
 
 def zeros(env):
     return {aid: np.zeros(20, np.float32) for aid in env.possible_agents}
-
-
-def random_actions(env, rng):
-    return {aid: rng.uniform(-1, 1, 20).astype(np.float32) for aid in env.possible_agents}
 
 
 def object_positions(env):
@@ -356,6 +353,7 @@ def test_non_finite_action_raises():
 RENDER_SCRIPT = """
 import numpy as np
 from rllib_safe.envs import make
+from tests.helpers import random_actions
 print("IMPORTED", flush=True)
 for name in {tasks!r}:
     env = make(name, render_mode="rgb_array")
