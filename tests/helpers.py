@@ -23,3 +23,58 @@ def check_contract_and_shapes(env, n, obs_dims, act_dims, state_dim):
     for aid in env.possible_agents:
         assert env.observation_spaces[aid].contains(obs[aid])
     return obs, infos
+
+
+def render_headless(script: str) -> None:
+    """Runs ``script`` with ``MUJOCO_GL=egl``, then ``osmesa``, each in a fresh process (MuJoCo picks its GL backend
+    when it is imported); returns on the first backend that renders.
+
+    ``script`` prints ``IMPORTED`` once its imports are done and ``RENDER_OK`` at the end. The test skips only when no
+    GL backend can be loaded (MuJoCo's import fails on GL, or a task says "MuJoCo cannot render"); any other failure
+    fails the test.
+    """
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    gl_errors = []
+    for backend in ("egl", "osmesa"):
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "MUJOCO_GL": backend},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if proc.returncode == 0 and "RENDER_OK" in proc.stdout:
+            return
+        import_failed = "IMPORTED" not in proc.stdout and any(k in proc.stderr for k in ("OpenGL", "EGL", "OSMesa"))
+        if not import_failed and "MuJoCo cannot render" not in proc.stderr:
+            pytest.fail(f"rendering with MUJOCO_GL={backend} failed:\n{proc.stderr[-3000:]}")
+        gl_errors.append(f"{backend}: {proc.stderr.strip().splitlines()[-1]}")
+    pytest.skip("no headless OpenGL backend works here: " + "; ".join(gl_errors))
+
+
+def train_and_evaluate_on_toy(config, iterations):
+    """Trains ``config`` on SafeMAToy-v0 (seed 0, local sampling, whole episodes), then evaluates the deterministic
+    policy (the mean action) on 20 episodes; returns the per-iteration ``env_runners`` results and the evaluation's."""
+    config = (
+        config.environment("SafeMAToy-v0")
+        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .evaluation(
+            evaluation_interval=10_000,  # only the explicit evaluate() below
+            evaluation_duration=20,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=0,
+            evaluation_config={"explore": False},
+        )
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        history = [algo.train()["env_runners"] for _ in range(iterations)]
+        return history, algo.evaluate()["env_runners"]
+    finally:
+        algo.stop()

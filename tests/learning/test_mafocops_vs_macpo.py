@@ -12,6 +12,7 @@ import pytest
 
 from rllib_safe.algorithms.macpo import MACPOConfig
 from rllib_safe.algorithms.mafocops import MAFOCOPSConfig
+from tests.helpers import train_and_evaluate_on_toy
 
 pytestmark = [pytest.mark.learning, pytest.mark.usefixtures("ray_local")]
 
@@ -27,34 +28,13 @@ SHARED = dict(
 )
 
 
-def train_and_evaluate(config):
-    config = (
-        config.environment("SafeMAToy-v0")
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
-        .evaluation(
-            evaluation_interval=10_000,
-            evaluation_duration=20,
-            evaluation_duration_unit="episodes",
-            evaluation_num_env_runners=0,
-            evaluation_config={"explore": False},
-        )
-        .debugging(seed=0)
-    )
-    algo = config.build_algo()
-    try:
-        for _ in range(ITERATIONS):
-            algo.train()
-        return algo.evaluate()["env_runners"]
-    finally:
-        algo.stop()
-
-
 def test_mafocops_ends_safe_with_at_least_macpos_return():
-    macpo = train_and_evaluate(MACPOConfig().training(**SHARED))
-    mafocops = train_and_evaluate(
+    _, macpo = train_and_evaluate_on_toy(MACPOConfig().training(**SHARED), ITERATIONS)
+    _, mafocops = train_and_evaluate_on_toy(
         MAFOCOPSConfig().training(
             **SHARED, minibatch_size=250, num_epochs=5, lr=3e-3, focops_lambda=1.0, nu_lr=0.3, kl_threshold=0.0125
-        )
+        ),
+        ITERATIONS,
     )
     print(
         f"deterministic evaluation after {ITERATIONS} iterations: "

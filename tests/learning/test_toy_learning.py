@@ -9,6 +9,7 @@ import pytest
 
 from rllib_safe.algorithms.registry import get_config
 from rllib_safe.envs.toy import analytic_optimum
+from tests.helpers import train_and_evaluate_on_toy
 
 pytestmark = [pytest.mark.learning, pytest.mark.usefixtures("ray_local")]
 
@@ -30,27 +31,7 @@ TOY_TRAINING = dict(
 
 
 def train_and_evaluate(algo: str, iterations: int, **training):
-    config = (
-        get_config(algo)
-        .environment("SafeMAToy-v0")
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
-        .training(**TOY_TRAINING, **training)
-        .evaluation(
-            evaluation_interval=10_000,  # only the explicit evaluate() below
-            evaluation_duration=20,
-            evaluation_duration_unit="episodes",
-            evaluation_num_env_runners=0,
-            evaluation_config={"explore": False},
-        )
-        .debugging(seed=0)
-    )
-    a = config.build_algo()
-    try:
-        history = [a.train()["env_runners"] for _ in range(iterations)]
-        evaluation = a.evaluate()["env_runners"]
-    finally:
-        a.stop()
-    return history, evaluation
+    return train_and_evaluate_on_toy(get_config(algo).training(**TOY_TRAINING, **training), iterations)
 
 
 def test_mappo_lagrangian_respects_the_limit_and_mappo_does_not():
