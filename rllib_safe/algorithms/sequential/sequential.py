@@ -63,9 +63,6 @@ class EnvInfo:
 def _probe(env: Any, env_config_items: tuple) -> EnvInfo:
     from ray.tune.registry import ENV_CREATOR, _global_registry
 
-    import rllib_safe
-
-    rllib_safe.register()
     env_config = EnvContext(dict(env_config_items), worker_index=0)
     if isinstance(env, str):
         if not _global_registry.contains(ENV_CREATOR, env):
@@ -98,6 +95,13 @@ def probe_env(config: AlgorithmConfig) -> EnvInfo:
     """Builds the configured task once in this process (cached) and reads its agents, spaces and cost layout."""
     if config.env is None:
         raise ValueError("`config.environment(...)` is not set: give a task name, e.g. 'Safety2x4AntVelocity-v0'.")
+    from ray.tune.registry import ENV_CREATOR, _global_registry
+
+    if isinstance(config.env, str) and not _global_registry.contains(ENV_CREATOR, config.env):
+        # Tune's registry lives in the running Ray cluster: after a Ray restart the names must be registered again.
+        import rllib_safe
+
+        rllib_safe.register()
     return _probe(config.env, tuple(sorted((config.env_config or {}).items(), key=lambda kv: kv[0])))
 
 
@@ -239,7 +243,7 @@ class SequentialConfig(PPOConfig):
         self._validate_safe_fields()
         info = probe_env(self)
         self.cost_limits(info)  # raises on a malformed cost_limit
-        if self.policies in ({"default_policy"}, None) or set(self.policies) != set(info.agent_ids) | {CRITIC_ID}:
+        if set(self.policies or ()) != set(info.agent_ids) | {CRITIC_ID}:
             self.multi_agent(policies=set(info.agent_ids) | {CRITIC_ID}, policy_mapping_fn=agent_to_module)
         super().validate()
 
