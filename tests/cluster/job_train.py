@@ -23,31 +23,19 @@ from pathlib import Path
 import ray
 
 import rllib_safe
-from rllib_safe.algorithms.mappo_lagrangian import MAPPOLagrangianConfig
 from tests.cluster.ledger import LedgerCallback
+from tests.conftest import small_config
 
 
 def make_config(probe_timeout_s: float):
+    """The tests' small config (tests/conftest.py) on the toy with two EnvRunners, one per ``env_runner_slot``."""
     return (
-        MAPPOLagrangianConfig()
-        .environment("SafeMAToy-v0")
+        small_config("MAPPOLagrangian", env="SafeMAToy-v0", steps=25, batch=200, cost_limit=1.0)
         .env_runners(
-            num_env_runners=2,
-            num_envs_per_env_runner=1,
-            batch_mode="complete_episodes",
-            custom_resources_per_env_runner={"env_runner_slot": 1},
-        )
-        .training(
-            train_batch_size_per_learner=200,
-            minibatch_size=100,
-            num_epochs=2,
-            actor_hiddens=[32, 32],
-            critic_hiddens=[32, 32],
-            cost_limit=1.0,
+            num_env_runners=2, num_envs_per_env_runner=1, custom_resources_per_env_runner={"env_runner_slot": 1}
         )
         .callbacks(LedgerCallback)
         .fault_tolerance(env_runner_health_probe_timeout_s=probe_timeout_s, lost_env_runners_timeout_s=120)
-        .debugging(seed=3)
     )
 
 
@@ -61,6 +49,25 @@ def keep(result: dict) -> dict:
     }
 
 
+class RestartedEnvRunnerDelivered:
+    """Tune stopper: at least ``iters`` iterations and, once an EnvRunner was killed, until its restarted successor
+    has delivered episodes (checked after each result: those episodes were sampled in that iteration or before)."""
+
+    def __init__(self, iters: int, max_iters: int = 40) -> None:
+        self.iters, self.max_iters = iters, max_iters
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        it = result["training_iteration"]
+        if it < self.iters:
+            return False
+        ledger_dir = Path(os.environ["RLLIB_SAFE_LEDGER_DIR"])
+        if not (ledger_dir / "killed").exists():
+            return True
+        killed = json.loads((ledger_dir / "killed").read_text())["pid"]
+        pids = {int(p.stem.split("_")[1]) for p in ledger_dir.glob("ledger_*.jsonl")}
+        return len(pids - {killed}) >= 2 or it >= self.max_iters
+
+
 def run_tune(args: argparse.Namespace, summary: dict) -> None:
     from ray import tune
     from ray.air.integrations.wandb import WandbLoggerCallback
@@ -71,7 +78,7 @@ def run_tune(args: argparse.Namespace, summary: dict) -> None:
         run_config=tune.RunConfig(
             name="cluster_tune",
             storage_path=args.storage_path,
-            stop={"training_iteration": args.iters},
+            stop=RestartedEnvRunnerDelivered(args.iters),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
             callbacks=[WandbLoggerCallback(project="rllib_safe_cluster_test", mode="offline")],
             verbose=0,

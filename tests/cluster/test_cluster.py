@@ -102,7 +102,8 @@ def test_results_and_checkpoint_in_the_storage_path(cluster, tune_job):
     assert Path(summary["trial_path"]).is_relative_to(storage) and Path(summary["checkpoint"]).is_relative_to(storage)
     checkpoint = Path(summary["checkpoint"])
     assert (checkpoint / "algorithm_state.pkl").exists() or any(checkpoint.rglob("*.pkl"))
-    assert [it["iteration"] for it in summary["iterations"]] == [1, 2, 3, 4]
+    iterations = [it["iteration"] for it in summary["iterations"]]
+    assert len(iterations) >= 4 and iterations == list(range(1, len(iterations) + 1))
     assert any(Path(summary["trial_path"]).rglob("offline-run-*")) or any(tune_job["out"].rglob("offline-run-*"))
 
 
