@@ -295,6 +295,7 @@ def main() -> None:
         pass
     finally:
         cluster.stop()
+        cluster.cleanup()
 
 
 if __name__ == "__main__":

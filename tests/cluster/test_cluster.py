@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,15 @@ def job_status(cluster, submission_id):
     out = cluster.run([RAY, "job", "status", submission_id], timeout=60).stdout
     match = re.search(r"Status for job '[^']+': (\w+)", out) or re.search(r"Job '[^']+' (succeeded|failed)", out)
     return match.group(1).upper() if match else out
+
+
+def test_clients_without_the_token_are_refused(cluster):
+    """Token authentication is on: a job client without the token (none, or another one) gets nothing."""
+    no_token = {k: v for k, v in cluster.client_env.items() if k != "RAY_AUTH_TOKEN"}
+    for env in ({**no_token, "RAY_AUTH_MODE": "disabled"}, {**no_token, "RAY_AUTH_TOKEN": "0" * 64}):
+        proc = subprocess.run([RAY, "job", "list"], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "auth" in (proc.stdout + proc.stderr).lower()
+    assert cluster.run([RAY, "job", "list"], timeout=60).returncode == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------------
