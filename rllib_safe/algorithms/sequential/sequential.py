@@ -29,7 +29,6 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.env_context import EnvContext
-from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
@@ -40,6 +39,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from rllib_safe.algorithms.sequential.lost_env_runners import sample_with_bounded_wait
 from rllib_safe.callbacks import SafeCostCallback, mean_episode_costs
 from rllib_safe.core.columns import CRITIC_ID
 from rllib_safe.core.rl_modules import CentralCriticTorchRLModule, SafeActorTorchRLModule
@@ -179,6 +179,20 @@ class SequentialConfig(PPOConfig):
         self.dual_max = float("inf")
         self.dual_options = {}
         self.reseed_each_iteration = False
+        self.lost_env_runners_timeout_s = 600.0
+
+    def fault_tolerance(self, *, lost_env_runners_timeout_s: float = NotProvided, **kwargs: Any) -> SequentialConfig:
+        """RLlib's fault-tolerance options plus ``lost_env_runners_timeout_s`` (600).
+
+        ``lost_env_runners_timeout_s``: how long an iteration waits for restarted EnvRunners while none returns
+        samples (all dead, e.g. their node died) before it saves a checkpoint and raises
+        :class:`~rllib_safe.algorithms.sequential.lost_env_runners.EnvRunnersLostError`. The default leaves time for
+        a cluster autoscaler to replace a node (a cloud VM boots and pulls the image in a few minutes).
+        """
+        super().fault_tolerance(**kwargs)
+        if lost_env_runners_timeout_s is not NotProvided:
+            self.lost_env_runners_timeout_s = lost_env_runners_timeout_s
+        return self
 
     def training(
         self,
@@ -261,7 +275,7 @@ class SequentialConfig(PPOConfig):
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
 
-        for name in ("lr", "critic_lr", "huber_delta", "clip_param"):
+        for name in ("lr", "critic_lr", "huber_delta", "clip_param", "lost_env_runners_timeout_s"):
             positive(name)
         for name in ("entropy_coeff", "dual_lr", "dual_init"):
             positive(name, allow_zero=True)
@@ -418,15 +432,9 @@ class SequentialAlgorithm(Algorithm):
             self.reseed_env_runners()
         start = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            episodes, env_runner_results = synchronous_parallel_sample(
-                worker_set=self.env_runner_group,
-                max_env_steps=self.config.total_train_batch_size,
-                sample_timeout_s=self.config.sample_timeout_s,
-                _uses_new_env_runners=True,
-                _return_metrics=True,
-            )
-            if not episodes:
-                return
+            # Waits for restarted EnvRunners while none returns samples; raises EnvRunnersLostError after
+            # `lost_env_runners_timeout_s` (with a checkpoint) instead of returning empty, NaN iterations.
+            episodes, env_runner_results = sample_with_bounded_wait(self)
             self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
         sampled = time.perf_counter()

@@ -192,7 +192,8 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
 
     def _mean_across_learners(self, value: float) -> float:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([value], dtype=torch.float64)
+            # On the learner's device: NCCL (GPU learners) refuses CPU tensors; gloo takes either.
+            t = torch.tensor([value], dtype=torch.float64, device=self._device)
             torch.distributed.all_reduce(t)
             return float(t.item()) / torch.distributed.get_world_size()
         return value
