@@ -84,7 +84,13 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from rllib_safe.envs.base import check_mujoco_stable
-from rllib_safe.envs.safe_mamujoco import VELOCITY_COST_LIMIT, MaMuJoCoRobot, MaMuJoCoTask, velocity_cost
+from rllib_safe.envs.safe_mamujoco import (
+    ORIGINAL_OBS_MODES,
+    VELOCITY_COST_LIMIT,
+    MaMuJoCoRobot,
+    MaMuJoCoTask,
+    velocity_cost,
+)
 
 TAN30 = math.tan(math.radians(30.0))
 
@@ -727,7 +733,7 @@ class SafeMAMuJoCoObstacle(MaMuJoCoTask):
         x = float(data.qpos[0])
         if self.spec_.is_corridor:
             return np.array([x / 5.0, float(data.qpos[1]) - corridor_centre_y(x)])
-        gap = np.clip((self.obstacle_x - x) / 10.0, -5.0, 5.0)
+        gap = min(5.0, max(-5.0, (self.obstacle_x - x) / 10.0))
         return np.array([float(data.qvel[self._obstacle_dof]), obstacle_drive(float(data.time)), gap])
 
     def original_vector(self) -> np.ndarray:
@@ -765,16 +771,20 @@ class SafeMAMuJoCoObstacle(MaMuJoCoTask):
         """Corridor tasks: whether the torso is toppled (``z_up < -0.7``), which MACPO also treats as a fall."""
         return self.spec_.is_corridor and torso_up_z(self.robot.env.data.qpos[3:7]) < TOPPLE_Z_UP
 
+    def _features_for_state(self) -> np.ndarray | None:
+        """The extra features of the raw-state modes (the original modes read them in :meth:`original_vector`)."""
+        return None if self.obs_mode in ORIGINAL_OBS_MODES else self.extra_features()
+
     # ----------------------------------------------------------------------------------------------------------
     def _reset(self, seed: int | None, options: dict | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         state64, _ = self.robot.env.reset(seed=seed)
-        return self._observe(state64, self.extra_features())
+        return self._observe(state64, self._features_for_state())
 
     def _step(self, actions: dict[str, np.ndarray]):
         sim = self.robot.env
         state64, reward, terminated, _, info = sim.step(self.robot.global_action(actions))
         check_mujoco_stable(sim.data, self.task_name, self._t + 1)
-        obs, state = self._observe(state64, self.extra_features())
+        obs, state = self._observe(state64, self._features_for_state())
         cost = self.current_cost()
         if self.spec_.speed_threshold is not None:
             cost = np.array([cost, velocity_cost(info, self.spec_.speed_threshold)], dtype=np.float32)

@@ -161,8 +161,17 @@ def standardize(x: np.ndarray, eps: float = 0.0) -> np.ndarray:
     The per-sample z-normalisation of MACPO's ``mujoco_multi.py: get_obs`` and SafePO's ``ShareEnv._get_obs``, which
     use ``eps = 0``; SafePO's ``_get_share_obs`` uses ``eps = 1e-8``.
     """
-    x = np.asarray(x, dtype=np.float64)
-    return (x - x.mean()) / (x.std() + eps)
+    return _standardize_rows(np.asarray(x, dtype=np.float64)[None], eps)[0]
+
+
+def _standardize_rows(rows: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """:func:`standardize` of every row of a 2-D float64 array.
+
+    ``np.mean``/``np.std`` written out: faster on short vectors, equal up to rounding.
+    """
+    centred = rows - (rows.sum(axis=1) / rows.shape[1])[:, None]
+    std = np.sqrt(np.einsum("ij,ij->i", centred, centred) / rows.shape[1])
+    return centred / (std + eps)[:, None]
 
 
 #: SafePO's ``ShareEnv._get_share_obs`` adds this to the standard deviation of the state.
@@ -228,7 +237,8 @@ class MaMuJoCoTask(SafeMultiAgentEnv):
         self.possible_agents = list(self.robot.agents)
         self.agents = list(self.possible_agents)
         n = len(self.possible_agents)
-        self._one_hot = {aid: np.eye(n, dtype=np.float32)[i] for i, aid in enumerate(self.possible_agents)}
+        self._eye = np.eye(n)
+        self._one_hot = {aid: self._eye[i].astype(np.float32) for i, aid in enumerate(self.possible_agents)}
         if obs_mode in ORIGINAL_OBS_MODES:
             self.state_dim = len(self.original_vector())
             obs_dims = {aid: self.state_dim + n for aid in self.possible_agents}
@@ -262,9 +272,10 @@ class MaMuJoCoTask(SafeMultiAgentEnv):
         self, state64: np.ndarray, extra: np.ndarray | None = None
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The agents' observations and the global state from the robot's ``*-v5`` observation and task features."""
-        if self.obs_mode in ORIGINAL_OBS_MODES:
+        if self.obs_mode in ORIGINAL_OBS_MODES:  # row i: standardize(concat(v, one_hot(i))), all agents at once
             v = self.original_vector()
-            obs = {aid: standardize(np.concatenate([v, oh])).astype(np.float32) for aid, oh in self._one_hot.items()}
+            rows = np.concatenate([np.broadcast_to(v, (len(self._eye), len(v))), self._eye], axis=1)
+            obs = dict(zip(self.possible_agents, _standardize_rows(rows).astype(np.float32)))
             return obs, standardize(v, SAFEPO_STATE_EPS).astype(np.float32)
         state = (state64 if extra is None else np.concatenate([state64, extra])).astype(np.float32)
         if self.obs_mode == "global":
