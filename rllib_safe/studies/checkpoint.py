@@ -1,0 +1,55 @@
+"""Reading RLlib checkpoints without building an Algorithm: the algorithm's name, its config and its iteration."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint directory holds."""
+
+    path: Path
+    algorithm: str
+    config: Any
+    iteration: int
+
+
+def read_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Reads an Algorithm checkpoint (``algo.save_to_path``, a Tune ``checkpoint_*`` directory, ``--checkpoint-every``).
+
+    Raises:
+        ValueError: No RLlib Algorithm checkpoint at ``path``.
+    """
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    path = Path(path).expanduser().resolve()
+    ctor_file = path / "class_and_ctor_args.pkl"
+    if not ctor_file.exists() or not (path / "learner_group").is_dir():
+        raise ValueError(f"no RLlib checkpoint at {path} (expected class_and_ctor_args.pkl and learner_group/ there).")
+    import rllib_safe  # noqa: F401  (the classes the pickles name)
+
+    with open(ctor_file, "rb") as f:
+        ctor = pickle.load(f)
+    args, kwargs = ctor["ctor_args_and_kwargs"]
+    state = kwargs.get("config", args[0] if args else None)
+    config = AlgorithmConfig.from_state(state) if isinstance(state, dict) else state
+    config = config.copy(copy_frozen=False)
+    iteration = 0
+    state_file = path / "algorithm_state.pkl"
+    if state_file.exists():
+        with open(state_file, "rb") as f:
+            iteration = int(pickle.load(f).get("training_iteration", 0) or 0)
+    return CheckpointInfo(path=path, algorithm=ctor["class"].__name__, config=config, iteration=iteration)
+
+
+def restore_on_init(*, algorithm: Any, path: str, **kwargs: Any) -> None:
+    """An ``on_algorithm_init`` callback that restores the whole Algorithm from a checkpoint (bind ``path``).
+
+    This is RLlib's way of starting a run (here: a Tune trial) from a checkpoint: weights, optimisers, dual
+    variables, metrics, iteration counter and our own state come back; the run continues at the next iteration.
+    """
+    algorithm.restore_from_path(path)
