@@ -89,7 +89,7 @@ def train(args: argparse.Namespace) -> int:
     import rllib_safe
     from rllib_safe.algorithms.registry import canonical_name
     from rllib_safe.callbacks import team_cost_limit
-    from rllib_safe.studies.checkpoint import read_checkpoint, restore_on_init
+    from rllib_safe.studies.checkpoint import read_checkpoint
     from rllib_safe.studies.experiment import Experiment, init_ray, report_errors, run_experiment, trial_cpus
     from rllib_safe.studies.score import DEFAULT_PENALTY, add_safe_score
 
@@ -98,7 +98,6 @@ def train(args: argparse.Namespace) -> int:
     if args.restore:
         info = read_checkpoint(args.restore)
         config, args.algo, start_iteration = info.config, canonical_name(info.algorithm), info.iteration
-        config.callbacks(on_algorithm_init=functools.partial(restore_on_init, path=str(info.path)))
     else:
         args.algo = canonical_name(args.algo)
         config = build_config(args)  # validates before any Ray actor starts
@@ -121,6 +120,7 @@ def train(args: argparse.Namespace) -> int:
         stop=stop,
         checkpoint_every=args.checkpoint_every,
         trial_dirname=TRAIN_TRIAL_DIR,
+        restore_from=str(info.path) if args.restore else None,
     )
     min_cpus = trial_cpus(args.algo, config)
     started = init_ray(args.address, num_cpus=args.num_cpus, min_cpus=min_cpus, verbose=args.verbose)
@@ -153,8 +153,8 @@ def _shutdown(started: bool, verbose: bool) -> None:
 
     from rllib_safe.studies import quiet
 
+    quiet.after_run(verbose)
     if started:
-        quiet.mute_workers(verbose)
         ray.shutdown()
 
 

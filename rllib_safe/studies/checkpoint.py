@@ -38,18 +38,12 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
     state = kwargs.get("config", args[0] if args else None)
     config = AlgorithmConfig.from_state(state) if isinstance(state, dict) else state
     config = config.copy(copy_frozen=False)
+    # from_state() leaves the state's "class" entry as an attribute; to_dict() would then carry it, and RLlib reads a
+    # config dict with a "class" key as a state (not a to_dict() output) and breaks on it (framework="torch").
+    config.__dict__.pop("class", None)
     iteration = 0
     state_file = path / "algorithm_state.pkl"
     if state_file.exists():
         with open(state_file, "rb") as f:
             iteration = int(pickle.load(f).get("training_iteration", 0) or 0)
     return CheckpointInfo(path=path, algorithm=ctor["class"].__name__, config=config, iteration=iteration)
-
-
-def restore_on_init(*, algorithm: Any, path: str, **kwargs: Any) -> None:
-    """An ``on_algorithm_init`` callback that restores the whole Algorithm from a checkpoint (bind ``path``).
-
-    This is RLlib's way of starting a run (here: a Tune trial) from a checkpoint: weights, optimisers, dual
-    variables, metrics, iteration counter and our own state come back; the run continues at the next iteration.
-    """
-    algorithm.restore_from_path(path)

@@ -83,6 +83,9 @@ def evaluate(
         raise ValueError(f"--episodes must be >= 1, got {episodes}.")
     if video is not None and Path(video).suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"--video must end in .mp4 (or .gif), got {str(video)!r}.")
+    import rllib_safe
+
+    rllib_safe.register()  # the EnvRunner looks the task up in Tune's registry (also after a ray.shutdown())
     info = read_checkpoint(checkpoint)
     if video is not None:
         _check_renders(info.config)

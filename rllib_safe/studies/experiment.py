@@ -51,6 +51,8 @@ class Experiment:
         mode: ``"max"`` or ``"min"``.
         trial_dirname: A fixed trial directory name (one-trial runs), or None for Tune's names.
         max_failures: Times a failed trial is restarted from its last checkpoint.
+        restore_from: A checkpoint the (single) trial starts from: Tune restores it into the trial's Algorithm
+            before the first iteration (``Trainable.restore``, the path Tune's own resume takes).
     """
 
     algorithm: str
@@ -66,6 +68,7 @@ class Experiment:
     mode: str | None = None
     trial_dirname: str | None = None
     max_failures: int = 0
+    restore_from: str | None = None
 
     @property
     def path(self) -> str:
@@ -103,10 +106,12 @@ def init_ray(address: str | None, *, num_cpus: int | None, min_cpus: int, verbos
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
-    runtime_env: dict = {}
-    if os.environ.get("WANDB_MODE"):  # reaches every worker, also on a cluster (the job's runtime environment)
-        runtime_env["env_vars"] = {"WANDB_MODE": os.environ["WANDB_MODE"]}
     quiet.before_ray(verbose)
+    runtime_env: dict = {}
+    wandb_vars = {k: os.environ[k] for k in ("WANDB_MODE", "WANDB_SILENT") if os.environ.get(k)}
+    if wandb_vars and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        # Every worker gets them, also on a cluster; inside a `ray job` the job's runtime environment decides.
+        runtime_env["env_vars"] = wandb_vars
     if address:
         try:
             ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
@@ -143,10 +148,6 @@ def wandb_callback(project: str, group: str | None):
     pass it to the job through its runtime environment (README, "Logging").
     """
     try:
-        from ray.air.integrations.wandb import WandbLoggerCallback
-    except ImportError as e:  # pragma: no cover - ray[tune] ships it
-        raise ValueError(f"--wandb-project needs Ray Tune's W&B integration: {e}") from None
-    try:
         import wandb  # noqa: F401
     except ImportError:
         raise ValueError("--wandb-project needs wandb: pip install -e '.[wandb]'") from None
@@ -154,8 +155,31 @@ def wandb_callback(project: str, group: str | None):
         netrc = Path("~/.netrc").expanduser()
         if not (netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")):
             os.environ["WANDB_MODE"] = "offline"
-            print("rllib-safe: no W&B API key: logging offline (upload later with `wandb sync <trial>/wandb`)")
-    return WandbLoggerCallback(project=project, group=group, log_config=False)
+            print("rllib-safe: no W&B API key: logging offline (upload later with `wandb sync <trial>/wandb/...`)")
+    return _wandb_callback_class()(project=project, group=group, log_config=False)
+
+
+def _wandb_callback_class() -> type:
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    class WandbCallback(WandbLoggerCallback):
+        """Tune's W&B callback that, offline, lets a trial's W&B run finish writing when the trial ends.
+
+        Ray 2.60's Tune syncs the trial directories for the last time *before* it calls ``on_experiment_end``,
+        where the W&B callback waits for its logging actors; an offline run's ``run-*.wandb`` file, written when
+        the run finishes, then never reaches the storage path. Waiting here (at most a minute) puts it there.
+        """
+
+        def log_trial_end(self, trial, failed: bool = False) -> None:
+            import ray
+
+            future = self._trial_logging_futures.get(trial)
+            self._signal_logging_actor_stop(trial=trial)
+            if future is not None and os.environ.get("WANDB_MODE") == "offline":
+                ray.wait([future], timeout=60)
+            self._cleanup_logging_actors()
+
+    return WandbCallback
 
 
 def run_experiment(
@@ -198,6 +222,7 @@ def run_experiment(
     if resume:
         if not exists:
             raise ValueError(f"--resume: no Tune experiment to resume at {path}.")
+        print(f"rllib-safe: resuming {path} (finished trials are kept, the others continue)", flush=True)
         tuner = tune.Tuner.restore(
             path, trainable=experiment.algorithm, resume_unfinished=True, resume_errored=True,
             param_space=experiment.param_space,
@@ -229,8 +254,14 @@ def run_experiment(
         mode=experiment.mode,
         trial_dirname_creator=_fixed_name(experiment.trial_dirname) if experiment.trial_dirname else None,
     )
+    # `restore` is tune.run()'s "path to checkpoint, only makes sense to set if running 1 trial", which the Tuner
+    # forwards from its internal `_tuner_kwargs`; the Tuner API has no public spelling of it in Ray 2.60.
     tuner = tune.Tuner(
-        experiment.algorithm, param_space=experiment.param_space, tune_config=tune_config, run_config=run_config
+        experiment.algorithm,
+        param_space=experiment.param_space,
+        tune_config=tune_config,
+        run_config=run_config,
+        _tuner_kwargs={"restore": experiment.restore_from} if experiment.restore_from else None,
     )
     return tuner.fit()
 

@@ -21,13 +21,19 @@ them down (RLlib's ``EnvRunner.__del__`` reporting the ``SystemExit`` of its own
 
 Lines from the driver's own loggers are filtered by a :class:`logging.Filter` on every handler; lines streamed from
 workers are filtered where the driver prints them (Ray's log stream dispatcher, the one place all worker output
-passes; if a future Ray moves it, the lines simply show again).
+passes; if a future Ray moves it, the lines simply show again); lines that Ray's C++ core worker in the driver writes
+straight to file descriptor 2 (the same ``max_restarts`` notice, for actors the driver creates itself, such as W&B's
+logging actor) pass through :class:`StderrFilter` while Ray runs. W&B's own terminal output is off
+(``WANDB_SILENT=true``) unless ``--verbose``; its run files are written all the same.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
+import threading
 
 #: Fixed pieces of the third-party lines that are dropped by default.
 NOISE: tuple[str, ...] = (
@@ -42,6 +48,8 @@ NOISE: tuple[str, ...] = (
     "Trainable.setup took",  # Tune: a slow trial start (EnvRunner actors starting on a busy machine)
     "Checkpoint successfully created at",  # Tune, once per checkpoint (our last lines say where it is)
     "Wrote the latest version of all result files and experiment state",  # Tune, at the end
+    "Restoring the run from the latest experiment state file",  # Tune, on --resume (we say so ourselves)
+    "from checkpoint: Checkpoint(",  # Tune's "Restored on <ip> from checkpoint: ..." (train --restore, resume)
 )
 _PATTERN = re.compile("|".join(re.escape(piece) for piece in NOISE))
 
@@ -106,6 +114,56 @@ def _without_noise(handle):
     return print_without_noise
 
 
+class StderrFilter:
+    """Drops noise lines written to file descriptor 2 (also by C code) while active; everything else passes."""
+
+    def __init__(self) -> None:
+        self._saved: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Routes fd 2 through a pipe read by a thread that forwards every line but noise."""
+        if self._saved is not None:
+            return
+        sys.stderr.flush()
+        read_end, write_end = os.pipe()
+        self._saved = os.dup(2)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self._thread = threading.Thread(target=self._pump, args=(read_end, self._saved), daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _pump(read_end: int, out: int) -> None:
+        pending = b""
+        while True:
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            kept = [line for line in lines if not is_noise(line.decode("utf-8", "replace"))]
+            if kept:
+                os.write(out, b"\n".join(kept) + b"\n")
+        if pending and not is_noise(pending.decode("utf-8", "replace")):
+            os.write(out, pending)
+        os.close(read_end)
+
+    def stop(self) -> None:
+        """Restores fd 2 (the pump thread forwards what is left, then ends)."""
+        if self._saved is None:
+            return
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)  # closes the pipe's last write end: the pump reads EOF
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        os.close(self._saved)
+        self._saved, self._thread = None, None
+
+
+_STDERR = StderrFilter()
+
+
 def mute_workers(verbose: bool) -> None:
     """Stops printing worker output on the driver (call after the experiment, before ``ray.shutdown()``)."""
     if verbose:
@@ -122,6 +180,7 @@ def before_ray(verbose: bool) -> None:
     """Call once before Ray starts (and before tasks are imported): filters the driver's own noise."""
     if verbose:
         return
+    os.environ.setdefault("WANDB_SILENT", "true")
     _drop_farama_notice()
     import ray  # noqa: F401  (its loggers and handlers exist after import)
     import ray.rllib  # noqa: F401
@@ -131,8 +190,15 @@ def before_ray(verbose: bool) -> None:
 
 
 def after_ray(verbose: bool) -> None:
-    """Call once after ``ray.init``: filters the noise in what workers print to the driver."""
+    """Call once after ``ray.init``: filters the noise in what workers print to the driver and in fd 2."""
     if verbose:
         return
     _filter_handlers()
     _filter_worker_stream()
+    _STDERR.start()
+
+
+def after_run(verbose: bool) -> None:
+    """Call once after the experiment, before ``ray.shutdown()``: worker output off, fd 2 restored."""
+    mute_workers(verbose)
+    _STDERR.stop()

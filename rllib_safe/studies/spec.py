@@ -109,13 +109,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"sweep file {str(path)!r} does not exist.")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"{path} is not valid YAML{at}: {problem}.") from None
+        raise ValueError(f"{path} is not valid YAML{_yaml_where(e, text)}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: the file must hold a mapping (name:, algorithm: or experiments:), got {raw!r}.")
     name = raw.get("name", path.stem)
@@ -138,13 +136,30 @@ def load_sweep(path: str | Path) -> SweepSpec:
                 raise ValueError(f"{path}: experiments[{i}] must be a mapping, got {item!r}.")
             merged.append((f"experiments[{i}]", _merge(common, item)))
     else:
-        merged = [("the file", {k: v for k, v in raw.items() if k not in ("name", "description")})]
-    experiments = [_experiment(f"{path}: {where}", item) for where, item in merged]
+        merged = [("", {k: v for k, v in raw.items() if k not in ("name", "description")})]
+    experiments = [_experiment(f"{path}: {where}" if where else str(path), item) for where, item in merged]
     names = [e.name for e in experiments]
     for i, e in enumerate(experiments):  # two experiments of one algorithm need distinct directories
         if names.count(e.name) > 1:
             e.name = f"{e.name}_{i}"
     return SweepSpec(name=str(name), experiments=experiments, source=str(path))
+
+
+def _yaml_where(error: Exception, text: str) -> str:
+    """Where a YAML error is: the line, the key on the line where the broken construct starts, and the problem."""
+    mark = getattr(error, "context_mark", None) or getattr(error, "problem_mark", None)
+    problem = ", ".join(str(p) for p in (getattr(error, "context", None), getattr(error, "problem", None)) if p)
+    if mark is None:
+        return f": {problem or error}."
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    key = line.split(":", 1)[0].strip(" -\t") if ":" in line else ""
+    at = f" at line {mark.line + 1}" + (f" (key `{key}`)" if key else "")
+    seen = getattr(error, "problem_mark", None)
+    where = ""
+    if seen is not None and seen is not mark:
+        where = f" (noticed at line {seen.line + 1}, column {seen.column + 1})"
+    return f"{at}: {problem or error}{where}."
 
 
 def _experiment(where: str, item: dict) -> ExperimentSpec:
