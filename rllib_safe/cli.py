@@ -90,7 +90,14 @@ def train(args: argparse.Namespace) -> int:
     from rllib_safe.algorithms.registry import canonical_name
     from rllib_safe.callbacks import team_cost_limit
     from rllib_safe.studies.checkpoint import read_checkpoint
-    from rllib_safe.studies.experiment import Experiment, init_ray, report_errors, run_experiment, trial_cpus
+    from rllib_safe.studies.experiment import (
+        Experiment,
+        init_ray,
+        prepare_wandb,
+        report_errors,
+        run_experiment,
+        trial_cpus,
+    )
     from rllib_safe.studies.score import DEFAULT_PENALTY, add_safe_score
 
     rllib_safe.register()
@@ -123,6 +130,8 @@ def train(args: argparse.Namespace) -> int:
         restore_from=str(info.path) if args.restore else None,
     )
     min_cpus = trial_cpus(args.algo, config)
+    if args.wandb_project:
+        prepare_wandb()
     started = init_ray(args.address, num_cpus=args.num_cpus, min_cpus=min_cpus, verbose=args.verbose)
     try:
         print(
@@ -164,6 +173,7 @@ def sweep(args: argparse.Namespace) -> int:
     from rllib_safe.studies.experiment import (
         Experiment,
         init_ray,
+        prepare_wandb,
         report_errors,
         run_experiment,
         storage_root,
@@ -194,6 +204,8 @@ def sweep(args: argparse.Namespace) -> int:
             )
         )
     min_cpus = max(trial_cpus(e.algorithm, base_config(e)) for e in spec.experiments)
+    if args.wandb_project:
+        prepare_wandb()
     started = init_ray(args.address, num_cpus=args.num_cpus, min_cpus=min_cpus, verbose=args.verbose)
     failed = 0
     try:

@@ -12,6 +12,7 @@ Ray sets inside a ``ray job``) and never starts a second, private Ray there; oth
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -96,8 +97,8 @@ def init_ray(address: str | None, *, num_cpus: int | None, min_cpus: int, verbos
         verbose: Show third-party notices and the Ray workers' logs unfiltered.
 
     Returns:
-        True when this call started Ray (the caller shuts it down), False when it connected to a cluster or Ray
-        was already running.
+        True when this call initialised Ray: it started a local one, or connected to a cluster (the caller calls
+        ``ray.shutdown()``, which on a cluster only disconnects); False when Ray was initialised already.
     """
     import ray
 
@@ -108,9 +109,15 @@ def init_ray(address: str | None, *, num_cpus: int | None, min_cpus: int, verbos
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet.before_ray(verbose)
     runtime_env: dict = {}
-    wandb_vars = {k: os.environ[k] for k in ("WANDB_MODE", "WANDB_SILENT") if os.environ.get(k)}
-    if wandb_vars and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
-        # Every worker gets them, also on a cluster; inside a `ray job` the job's runtime environment decides.
+    # Every worker gets these, also on a cluster (W&B's logging actors see only WANDB_API_KEY from the driver);
+    # inside a `ray job`, a variable the job's own runtime environment sets is left to it (Ray refuses both).
+    job_vars = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("runtime_env", {}) or {}
+    wandb_vars = {
+        k: os.environ[k]
+        for k in ("WANDB_MODE", "WANDB_SILENT")
+        if os.environ.get(k) and k not in (job_vars.get("env_vars") or {})
+    }
+    if wandb_vars:
         runtime_env["env_vars"] = wandb_vars
     if address:
         try:
@@ -141,11 +148,12 @@ def _callbacks(prefix_trials: bool, wandb_project: str | None, group: str | None
     return callbacks
 
 
-def wandb_callback(project: str, group: str | None):
-    """Tune's ``WandbLoggerCallback`` for ``project``; offline (``WANDB_MODE=offline``) when no API key is set.
+def prepare_wandb() -> None:
+    """Checks that wandb is installed and, without an API key, sets ``WANDB_MODE=offline``.
 
-    The key is read from ``WANDB_API_KEY`` (or ``~/.netrc`` after ``wandb login``) on the driver; on a cluster,
-    pass it to the job through its runtime environment (README, "Logging").
+    Call it before Ray starts, so that every worker, W&B's logging actors included, inherits the mode. The key is
+    read from ``WANDB_API_KEY`` (or ``~/.netrc`` after ``wandb login``) on the driver; on a cluster, pass it to the
+    job through its runtime environment (README, "Logging").
     """
     try:
         import wandb  # noqa: F401
@@ -156,6 +164,11 @@ def wandb_callback(project: str, group: str | None):
         if not (netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")):
             os.environ["WANDB_MODE"] = "offline"
             print("rllib-safe: no W&B API key: logging offline (upload later with `wandb sync <trial>/wandb/...`)")
+
+
+def wandb_callback(project: str, group: str | None):
+    """Tune's ``WandbLoggerCallback`` for ``project`` (call :func:`prepare_wandb` before Ray starts)."""
+    prepare_wandb()
     return _wandb_callback_class()(project=project, group=group, log_config=False)
 
 

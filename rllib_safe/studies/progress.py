@@ -130,7 +130,10 @@ def progress_line(row: dict, cost_limit: float | None) -> str:
     else:
         line += f" | return {_fmt(ret, '.2f')}"
         line += f" | cost {_fmt(cost, '.2f')}{limit}" if cost is not None else ""
-        if not row.get("num_episodes"):
+        ended = row.get("num_episodes")
+        if ended is None:  # an EnvRunner that does not count them: the tail metrics exist iff an episode ended
+            ended = int(row.get("episode_cost_p90") is not None)
+        if not ended:
             line += " | no episode ended this iteration"
         elif row.get("episode_cost_p90") is not None:
             line += f" | p90 {_fmt(row['episode_cost_p90'], '.3g')} cvar {_fmt(row['episode_cost_cvar10'], '.3g')}"

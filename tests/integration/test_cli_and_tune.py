@@ -114,6 +114,8 @@ def test_restore_continues_from_the_checkpoint(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (more / "run" / "progress.jsonl").read_text().splitlines()]
     assert [(r["iteration"], r["env_steps"]) for r in rows] == [(3, 300)]
+    before = json.loads((out / "run" / "progress.jsonl").read_text().splitlines()[-1])
+    assert rows[0]["cumulative_cost"] > before["cumulative_cost"] > 0  # the lifetime total came back with the rest
 
 
 def hand_rollout(checkpoint: Path, episodes: int, seed: int):

@@ -3,6 +3,7 @@ sweep files, tables (median, IQR, the ÷ HAPPO layout), plot data, the quiet fil
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +290,17 @@ def test_our_modules_are_built_without_the_deprecated_config_argument():
     for module in (rl_modules, sequential):
         source = inspect.getsource(module)
         assert "RLModuleConfig" not in source and "config=RLModule" not in source
+
+
+def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path, capsys):
+    from rllib_safe.studies.experiment import prepare_wandb
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    prepare_wandb()
+    assert os.environ["WANDB_MODE"] == "offline" and "no W&B API key" in capsys.readouterr().out
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    prepare_wandb()
+    assert os.environ["WANDB_MODE"] == "online"
