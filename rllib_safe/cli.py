@@ -277,7 +277,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     s = result.summary
     mode = "stochastic" if args.stochastic else "deterministic"
     limit = f" / limit {result.cost_limit:g}" if result.cost_limit is not None else ""
-    print(f"rllib-safe: {s['episodes']} {mode} episodes of {args.checkpoint}")
+    print(f"rllib-safe: {s['episodes']} {mode} episodes of {result.checkpoint}")
     print(
         f"return {s['return_mean']:.2f} ± {s['return_std']:.2f} | cost {s['cost_mean']:.2f}{limit} "
         f"| cost p90 {s['episode_cost_p90']:.2f} | cost CVaR 10 % {s['episode_cost_cvar10']:.2f}"
@@ -368,7 +368,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=plot)
 
     p = sub.add_parser("evaluate", help="episodes of a trained team: return, cost, cost tail, video")
-    p.add_argument("checkpoint", help="a checkpoint folder (train/sweep results, checkpoint_*)")
+    p.add_argument("checkpoint", help="a checkpoint folder (checkpoint_*), or a trial folder: its newest checkpoint")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--stochastic", action="store_true", help="sample actions (default: the mean action)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first reset")

@@ -18,15 +18,27 @@ class CheckpointInfo:
     iteration: int
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or the newest ``checkpoint_*`` directory of a trial directory given instead."""
+    path = Path(path).expanduser().resolve()
+    if not (path / "class_and_ctor_args.pkl").exists():
+        found = sorted(p for p in path.glob("checkpoint_*") if (p / "class_and_ctor_args.pkl").exists())
+        if found:
+            return found[-1]
+    return path
+
+
 def read_checkpoint(path: str | Path) -> CheckpointInfo:
     """Reads an Algorithm checkpoint (``algo.save_to_path``, a Tune ``checkpoint_*`` directory, ``--checkpoint-every``).
+
+    A trial directory stands for its newest checkpoint (:func:`resolve_checkpoint`).
 
     Raises:
         ValueError: No RLlib Algorithm checkpoint at ``path``.
     """
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-    path = Path(path).expanduser().resolve()
+    path = resolve_checkpoint(path)
     ctor_file = path / "class_and_ctor_args.pkl"
     if not ctor_file.exists() or not (path / "learner_group").is_dir():
         raise ValueError(f"no RLlib checkpoint at {path} (expected class_and_ctor_args.pkl and learner_group/ there).")

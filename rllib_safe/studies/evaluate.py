@@ -27,6 +27,7 @@ import numpy as np
 class Evaluation:
     """Per-episode numbers and their summary."""
 
+    checkpoint: str
     returns: list[float]
     costs: list[float]
     lengths: list[int]
@@ -111,7 +112,9 @@ def evaluate(
     }
     if video is not None:
         write_video(frames, video, fps)
-    return Evaluation(returns=returns, costs=costs, lengths=lengths, cost_limit=limit, summary=summary)
+    return Evaluation(
+        checkpoint=str(info.path), returns=returns, costs=costs, lengths=lengths, cost_limit=limit, summary=summary
+    )
 
 
 def _check_renders(config: Any) -> None:
