@@ -55,7 +55,8 @@ def build_config(args: argparse.Namespace):
     config.env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
     config.learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
     config.debugging(seed=args.seed)
-    config.training(train_batch_size_per_learner=args.batch_size)
+    if args.batch_size is not None:
+        config.training(train_batch_size_per_learner=args.batch_size)
     if args.cost_limit is not None:
         config.training(cost_limit=args.cost_limit)
     for key, value in _parse_overrides(args.config).items():
@@ -334,7 +335,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs-per-env-runner", type=int, default=4, help="vectorised envs per EnvRunner (default 4)")
     p.add_argument("--num-learners", type=int, default=0, help="0: learn in the trial's own process")
     p.add_argument("--num-gpus-per-learner", type=float, default=0, help="GPUs per Learner (default 0)")
-    p.add_argument("--batch-size", type=int, default=4000, help="env steps per iteration (per learner)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="train_batch_size_per_learner: env steps per iteration of the on-policy algorithms (their default 4000)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost-limit", type=float, default=None, help="limit on the episode cost (default: the task's)")
     p.add_argument("--output", default=None, help="results folder (default results/<algo>_<env>_<time>)")

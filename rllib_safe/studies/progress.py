@@ -12,7 +12,7 @@ trial has no ``progress.jsonl``. Its keys (stable; the README lists them):
   ``cost_rate``; and ``safe_score`` (:mod:`rllib_safe.studies.score`);
 * per agent ``<agent>/episode_cost`` (the exact mean episode cost the duals saw), ``<agent>/<dual>`` (λ, ν),
   ``<agent>/policy_loss``, ``<agent>/entropy``, ``<agent>/mean_kl``, ``<agent>/happo_factor_mean``;
-  ``critic/vf_loss``, ``critic/cost_vf_loss``; ``agent_order``.
+  ``<agent>/alpha`` (off-policy); ``critic/<key>`` for :data:`CRITIC_KEYS`; ``replay_buffer/size``; ``agent_order``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,13 @@ from ray.tune.logger import LoggerCallback
 
 #: Names of dual variables in learner results, in the order they are looked for.
 DUAL_NAMES = ("lagrange_multiplier", "nu")
-#: Per-agent learner results copied into a row.
-AGENT_KEYS = ("episode_cost", *DUAL_NAMES, "policy_loss", "entropy", "mean_kl", "happo_factor_mean")
+#: Per-agent learner results copied into a row (``alpha``: the off-policy family's entropy temperature).
+AGENT_KEYS = ("episode_cost", *DUAL_NAMES, "policy_loss", "entropy", "mean_kl", "happo_factor_mean", "alpha")
+#: Results of the learner-only critic module (``__critic__``) copied into a row as ``critic/<key>``: the on-policy
+#: value losses, and the off-policy family's Q and cost-critic losses, cost value, CVaR_ω estimate and updates/s.
+CRITIC_KEYS = (
+    "vf_loss", "cost_vf_loss", "q_loss", "cost_critic_loss", "cost_value", "cvar", "gradient_updates_per_s",
+)  # fmt: skip
 #: ``env_runners`` results copied into a row (row key -> result key).
 ENV_RUNNER_KEYS = {
     "env_steps": "num_env_steps_sampled_lifetime",
@@ -87,9 +92,11 @@ def flatten_result(result: dict) -> dict[str, Any]:
             if key in stats:
                 row[f"{aid}/{key}"] = _number(stats[key])
     critic = learners.get("__critic__", {}) or {}
-    for key in ("vf_loss", "cost_vf_loss"):
+    for key in CRITIC_KEYS:
         if key in critic:
             row[f"critic/{key}"] = _number(critic[key])
+    if isinstance(result.get("replay_buffer"), dict) and "size" in result["replay_buffer"]:
+        row["replay_buffer/size"] = _number(result["replay_buffer"]["size"])
     return row
 
 
@@ -144,11 +151,27 @@ def progress_line(row: dict, cost_limit: float | None) -> str:
         values = [row[f"{aid}/{dual}"] for aid in agents_in(row) if row.get(f"{aid}/{dual}") is not None]
         symbol = {"lagrange_multiplier": "λ", "nu": "ν"}.get(dual, dual)
         line += f" | {symbol} " + " ".join(_fmt(v, ".3f") for v in values)
+    line += _off_policy_part(row)
     if row.get("env_steps_per_s") is not None:
         line += f" | {_fmt(row['env_steps_per_s'], '.0f')} env-steps/s"
     if row.get("time_total_s") is not None:
         line += f" | {_fmt(row['time_total_s'], '.0f')} s"
     return line
+
+
+def _off_policy_part(row: dict) -> str:
+    """α per agent, Q and cost-critic losses, CVaR_ω, replay size and gradient updates/s (rows with a replay buffer)."""
+    if row.get("replay_buffer/size") is None:
+        return ""
+    alphas = [row[f"{aid}/alpha"] for aid in agents_in(row) if row.get(f"{aid}/alpha") is not None]
+    part = (" | α " + " ".join(_fmt(a, ".3f") for a in alphas)) if alphas else ""
+    for key, name in (("q_loss", "Q loss"), ("cost_critic_loss", "cost loss"), ("cvar", "CVaR")):
+        if row.get(f"critic/{key}") is not None:
+            part += f" | {name} {_fmt(row[f'critic/{key}'], '.3g')}"
+    part += f" | buffer {int(row['replay_buffer/size'])}"
+    if row.get("critic/gradient_updates_per_s") is not None:
+        part += f" | {_fmt(row['critic/gradient_updates_per_s'], '.0f')} upd/s"
+    return part
 
 
 @dataclass(frozen=True)

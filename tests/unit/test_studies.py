@@ -304,3 +304,15 @@ def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     prepare_wandb()
     assert os.environ["WANDB_MODE"] == "online"
+
+
+def test_off_policy_rows_show_alpha_losses_and_the_buffer():
+    result = json.loads(json.dumps(RESULT, default=float))
+    result["learners"]["agent_0"]["alpha"] = 0.2
+    result["learners"]["agent_1"]["alpha"] = 0.1
+    result["learners"]["__critic__"].update({"q_loss": 1.25, "cvar": 7.5, "gradient_updates_per_s": 120.4})
+    result["replay_buffer"] = {"size": 5000}
+    line = progress_line(flatten_result(result), 5.0)
+    expected = "| λ 0.250 0.500 | α 0.200 0.100 | Q loss 1.25 | CVaR 7.5 | buffer 5000 | 120 upd/s | 100 env-steps/s"
+    assert expected in line
+    assert " α " not in progress_line(flatten_result(RESULT), 5.0)  # on-policy rows: no off-policy part
