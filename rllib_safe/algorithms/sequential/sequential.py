@@ -23,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from ray._common.deprecation import DEPRECATED_VALUE  # what AlgorithmConfig.get_state filters on
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.ppo import PPOConfig
@@ -103,6 +104,12 @@ def probe_env(config: AlgorithmConfig) -> EnvInfo:
 
         rllib_safe.register()
     return _probe(config.env, tuple(sorted((config.env_config or {}).items(), key=lambda kv: kv[0])))
+
+
+@functools.cache
+def _rllib_deprecated_fields() -> frozenset[str]:
+    """RLlib's config attributes whose default is ``DEPRECATED_VALUE`` (RLlib's get_state drops them on purpose)."""
+    return frozenset(k for k, v in vars(PPOConfig()).items() if isinstance(v, int) and v == DEPRECATED_VALUE)
 
 
 def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
@@ -234,6 +241,21 @@ class SequentialConfig(PPOConfig):
             if value is not NotProvided:
                 setattr(self, key, value)
         return self
+
+    def get_state(self) -> dict[str, Any]:
+        """RLlib's config state, plus every field that RLlib's filter dropped only because it equals -1.
+
+        RLlib 2.60's ``AlgorithmConfig.get_state`` leaves out every attribute equal to its ``DEPRECATED_VALUE``
+        (-1), and ``Algorithm.__init__`` rebuilds the config from that state, so ``init_log_std=-1.0`` (or any
+        field set to -1) silently came back as its default. Here every such attribute is kept, except RLlib's
+        genuinely deprecated fields (those whose default is ``DEPRECATED_VALUE``).
+        """
+        state = super().get_state()
+        deprecated = _rllib_deprecated_fields()
+        for key, value in vars(self).items():
+            if key not in state and key not in ("algo_class", "_is_frozen") and key not in deprecated:
+                state[key] = value
+        return state
 
     # ------------------------------------------------------------------------------------------------------------
     # Validation: every bad value raises ValueError naming the field, before any Ray actor starts.

@@ -1,0 +1,40 @@
+"""The on-policy configs without Ray actors: the state round trip keeps every field (issue 8, bug 3)."""
+
+from __future__ import annotations
+
+import pytest
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.algorithms.ppo import PPOConfig
+
+from rllib_safe.algorithms.macpo import MACPOConfig
+from rllib_safe.algorithms.mafocops import MAFOCOPSConfig
+from rllib_safe.algorithms.mappo_lagrangian import MAPPOLagrangianConfig
+from rllib_safe.algorithms.sequential.sequential import SequentialConfig
+
+CONFIGS = [SequentialConfig, MAPPOLagrangianConfig, MAFOCOPSConfig, MACPOConfig]
+
+
+@pytest.mark.parametrize("config_class", CONFIGS)
+@pytest.mark.parametrize("value", [-1.0, -1])
+def test_state_round_trip_keeps_fields_equal_to_minus_one(config_class, value):
+    """RLlib's get_state drops attributes equal to -1; Algorithm.__init__ rebuilds its config from that state."""
+    config = config_class()
+    own = sorted(set(vars(config)) - set(vars(PPOConfig())))
+    assert "init_log_std" in own and len(own) > 15
+    for key in own:
+        setattr(config, key, value)
+    config.lr = value  # an RLlib field that is not deprecated
+    restored = AlgorithmConfig.from_state(config.get_state())
+    assert type(restored) is config_class
+    for key in [*own, "lr"]:
+        assert getattr(restored, key) == value, key
+
+
+def test_state_round_trip_of_the_model_fields():
+    config = MAPPOLagrangianConfig().training(
+        init_log_std=-1.0, actor_hiddens=[7], critic_hiddens=[5, 3], activation="relu", use_value_norm=False
+    )
+    restored = AlgorithmConfig.from_state(config.get_state())
+    assert restored.init_log_std == -1.0
+    assert restored.actor_hiddens == [7] and restored.critic_hiddens == [5, 3]
+    assert restored.activation == "relu" and restored.use_value_norm is False
