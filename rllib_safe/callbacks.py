@@ -1,7 +1,7 @@
 """Episode cost metrics, logged as exact sums and counts so that dual updates never see a mean of means.
 
 For every finished episode and agent, :class:`SafeCostCallback` sums the per-step costs over the whole episode
-(``[episode] + prev_episode_chunks``; ``infos[0]`` of each chunk is the reset or carried-over info and is skipped)
+(``prev_episode_chunks + [episode]``; ``infos[0]`` of each chunk is the reset or carried-over info and is skipped)
 and logs, under ``env_runners``:
 
 * ``("episode_cost_sum", agent)`` / ``("episode_cost_sum", f"{agent}/{k}")`` for cost index k when m > 1
@@ -21,19 +21,29 @@ import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 
-def _chunk_cost(sa_episode: Any) -> np.ndarray:
-    infos = sa_episode.get_infos()[1:]  # info t+1 was returned by step t
+def _chunk_cost(sa_episode: Any, num_steps: int) -> np.ndarray:
+    infos = sa_episode.get_infos(slice(1, num_steps + 1))  # info t+1 was returned by step t
     return np.sum([np.atleast_1d(np.asarray(info["cost"], dtype=np.float64)) for info in infos], axis=0)
 
 
 def episode_costs(episode: Any, prev_episode_chunks: list | None = None) -> dict[str, np.ndarray]:
-    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks."""
+    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks.
+
+    An earlier chunk counts only the steps before the next chunk began (``t_started`` of the next chunk): with a
+    local EnvRunner the Learner receives the very chunk objects the EnvRunner keeps for its metrics, and RLlib's
+    ``AddOneTsToEpisodesAndTruncate`` appends a copy of the last step (its info included) to them in place.
+    """
+    chunks = [*(prev_episode_chunks or []), episode]
     totals: dict[str, np.ndarray] = {}
-    for chunk in [episode, *(prev_episode_chunks or [])]:
+    for k, chunk in enumerate(chunks):
+        following = chunks[k + 1].agent_episodes if k + 1 < len(chunks) else {}
         for aid, sa_episode in chunk.agent_episodes.items():
-            if len(sa_episode) == 0:
+            num_steps = len(sa_episode)
+            if aid in following:
+                num_steps = min(num_steps, following[aid].t_started - sa_episode.t_started)
+            if num_steps <= 0:
                 continue
-            c = _chunk_cost(sa_episode)
+            c = _chunk_cost(sa_episode, num_steps)
             totals[aid] = totals[aid] + c if aid in totals else c
     return totals
 
