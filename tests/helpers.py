@@ -62,7 +62,7 @@ def train_and_evaluate_on_toy(config, iterations):
     policy (the mean action) on 20 episodes; returns the per-iteration ``env_runners`` results and the evaluation's."""
     config = (
         config.environment("SafeMAToy-v0")
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .evaluation(
             evaluation_interval=10_000,  # only the explicit evaluate() below
             evaluation_duration=20,

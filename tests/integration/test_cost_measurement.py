@@ -40,7 +40,12 @@ def config(num_env_runners: int, **training):
     return (
         get_config("MAPPOLagrangian")
         .environment("SafeMAToy-v0", env_config={"max_episode_steps": 30})
-        .env_runners(num_env_runners=num_env_runners, batch_mode="truncate_episodes", rollout_fragment_length=20)
+        .env_runners(
+            num_env_runners=num_env_runners,
+            num_envs_per_env_runner=1,
+            batch_mode="truncate_episodes",
+            rollout_fragment_length=20,
+        )
         .callbacks(reference_callback())
         .training(
             train_batch_size_per_learner=20 * max(1, num_env_runners),
@@ -82,3 +87,30 @@ def test_episode_cost_is_the_sum_of_step_costs_of_the_episodes_that_ended(num_en
     finally:
         algo.stop()
     assert measured >= 3
+
+
+def test_duals_step_once_per_fresh_measurement():
+    """30-step episodes in 20-step iterations: some iterations end no episode. Their dual must not move again on the
+    last known cost (that doubled the dual learning rate, and Adam saw the same gradient twice); the logged
+    ``episode_cost`` may still show the last known value."""
+    lr, limit = 0.05, 0.5
+    algo = config(0, dual_rule="projected_gradient", dual_lr=lr, dual_init=0.0, cost_limit=limit).build_algo()
+    expected = dict.fromkeys(AGENTS, 0.0)
+    fresh, stale = 0, 0
+    try:
+        for _ in range(8):
+            result = algo.train()
+            env, learners = result["env_runners"], result["learners"]
+            is_fresh = env.get("episode_cost_count", {}).get("agent_0", float("nan")) > 0
+            fresh, stale = fresh + is_fresh, stale + (not is_fresh and "episode_cost" in learners["agent_0"])
+            for aid in AGENTS:
+                if is_fresh:  # Eq. 10 / projected gradient by hand, on this iteration's measurement only
+                    jc = env["episode_cost_sum"][aid] / env["episode_cost_count"][aid]
+                    expected[aid] = max(0.0, expected[aid] + lr * (jc - limit))
+                assert learners[aid].get("lagrange_multiplier", 0.0) == pytest.approx(expected[aid], abs=1e-12)
+                assert learners[aid].get("dual_updated", 0) == int(is_fresh)
+        steps = {aid: dual.num_steps for aid, dual in algo.learner_group._learner.duals.items()}
+    finally:
+        algo.stop()
+    assert fresh >= 3 and stale >= 2  # both kinds of iteration happened
+    assert steps == dict.fromkeys(AGENTS, fresh)

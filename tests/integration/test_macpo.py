@@ -30,7 +30,7 @@ def tiny_config(env: str = "Safety2x4AntVelocity-v0", **training) -> MACPOConfig
     return (
         MACPOConfig()
         .environment(env, env_config={"max_episode_steps": 50})
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .training(
             train_batch_size_per_learner=200,
             minibatch_size=100,

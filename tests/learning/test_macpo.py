@@ -27,7 +27,7 @@ def test_macpo_ends_under_the_cost_limit_near_the_best_safe_return(one_torch_thr
     config = (
         MACPOConfig()
         .environment("SafeMAToy-v0")
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .training(
             train_batch_size_per_learner=1000,
             critic_lr=3e-3,

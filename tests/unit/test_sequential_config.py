@@ -38,3 +38,26 @@ def test_state_round_trip_of_the_model_fields():
     assert restored.init_log_std == -1.0
     assert restored.actor_hiddens == [7] and restored.critic_hiddens == [5, 3]
     assert restored.activation == "relu" and restored.use_value_norm is False
+
+
+def test_default_rollout_is_safepos_ten_envs_by_one_thousand_steps():
+    config = MAPPOLagrangianConfig()
+    assert config.train_batch_size_per_learner == 10_000 and config.batch_mode == "truncate_episodes"
+    assert config.num_env_runners * config.num_envs_per_env_runner == 10
+    assert all(config.get_rollout_fragment_length(worker_index=i) == 1000 for i in (1, 2))  # one episode per env
+
+
+@pytest.mark.parametrize(
+    "batch, batch_mode, warns",
+    [(10_000, "truncate_episodes", False), (200, "truncate_episodes", True), (200, "complete_episodes", False)],
+)
+def test_validate_warns_when_an_env_samples_less_than_one_episode_per_iteration(batch, batch_mode, warns, caplog):
+    config = (
+        MAPPOLagrangianConfig()
+        .environment("SafeMAToy-v0", env_config={"max_episode_steps": 100})
+        .env_runners(batch_mode=batch_mode)
+        .training(train_batch_size_per_learner=batch, minibatch_size=100)
+    )
+    with caplog.at_level("WARNING", logger="rllib_safe.algorithms.sequential.sequential"):
+        config.validate()
+    assert ("fewer than one 100-step episode" in caplog.text) is warns

@@ -57,7 +57,8 @@ class EnvInfo:
     action_spaces: dict
     state_space: gym.spaces.Box
     num_costs: int
-    cost_limit: float
+    cost_limit: float | tuple[float, ...]
+    max_episode_steps: int | None = None
 
 
 @functools.lru_cache(maxsize=32)
@@ -86,10 +87,16 @@ def _probe(env: Any, env_config_items: tuple) -> EnvInfo:
             action_spaces=dict(instance.action_spaces),
             state_space=state_space,
             num_costs=int(getattr(instance, "num_costs", 1)),
-            cost_limit=float(getattr(instance, "cost_limit", 25.0)),
+            cost_limit=_limit(getattr(instance, "cost_limit", 25.0)),
+            max_episode_steps=getattr(instance, "max_episode_steps", None),
         )
     finally:
         instance.close()
+
+
+def _limit(value: Any) -> float | tuple[float, ...]:
+    """A task's default cost limit: one number, or one per cost index."""
+    return float(value) if np.ndim(value) == 0 else tuple(float(v) for v in np.asarray(value).reshape(-1))
 
 
 def probe_env(config: AlgorithmConfig) -> EnvInfo:
@@ -146,7 +153,19 @@ class SequentialConfig(PPOConfig):
 
     Other defaults: ``lr`` 5e-4 (HAPPO actor lr, HARL ``happo.yaml``), ``num_epochs`` 5 (HARL ``ppo_epoch``),
     ``clip_param`` 0.2, ``entropy_coeff`` 0.01, ``gamma`` 0.99, ``lambda_`` 0.95, ``grad_clip`` 10
-    (HARL/SafePO ``max_grad_norm``), ``minibatch_size`` 1000, ``train_batch_size_per_learner`` 4000.
+    (HARL/SafePO ``max_grad_norm``), ``minibatch_size`` 1000.
+
+    Rollout defaults: every iteration measures whole episodes. ``train_batch_size_per_learner`` 10,000 sampled by
+    ``num_env_runners`` 2 × ``num_envs_per_env_runner`` 5 = 10 envs, i.e. 1,000 steps per env and iteration: the
+    SafePO layout for Safe MAMuJoCo (``n_rollout_threads`` 10 × ``episode_length`` 1000 = 10,000 steps per update,
+    SafePO ``marl_cfg`` ``mamujoco:`` block; reference notes B4), one whole 1,000-step episode per env. With
+    ``batch_mode`` "truncate_episodes" (RLlib's default, kept) an episode of at most 1,000 steps that is running when
+    an iteration starts ends within that iteration's 1,000 steps of its env, so every iteration brings a fresh exact
+    J_c for every agent and the duals move once per iteration. Rule: keep ``train_batch_size_per_learner`` = ``max(1,
+    num_env_runners)`` × ``num_envs_per_env_runner`` × (the task's episode length) or more; :meth:`validate` warns
+    when an env's share is shorter (then some iterations end no episode and the duals wait for the next
+    measurement). "complete_episodes" is not the default: RLlib 2.60 then stops each EnvRunner's sample once it has
+    as many finished episodes as envs, dropping the unfinished ones, which favours short (e.g. fallen) episodes in J_c.
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -160,7 +179,10 @@ class SequentialConfig(PPOConfig):
         self.lambda_ = 0.95
         self.grad_clip = 10.0
         self.minibatch_size = 1000
-        self.train_batch_size_per_learner = 4000
+        # SafePO's rollout: 10 envs × 1,000 steps per iteration (see "Rollout defaults" above).
+        self.train_batch_size_per_learner = 10_000
+        self.num_env_runners = 2
+        self.num_envs_per_env_runner = 5
         self.use_kl_loss = False
         self.kl_coeff = 0.0
         self.callbacks_class = SafeCostCallback
@@ -268,6 +290,23 @@ class SequentialConfig(PPOConfig):
         if set(self.policies or ()) != set(info.agent_ids) | {CRITIC_ID}:
             self.multi_agent(policies=set(info.agent_ids) | {CRITIC_ID}, policy_mapping_fn=agent_to_module)
         super().validate()
+        self._warn_if_iterations_can_miss_episode_ends(info)
+
+    def _warn_if_iterations_can_miss_episode_ends(self, info: EnvInfo) -> None:
+        """Warns when an env samples fewer steps per iteration than one episode (see "Rollout defaults")."""
+        if self.batch_mode != "truncate_episodes" or not info.max_episode_steps:
+            return
+        per_env = self.get_rollout_fragment_length(worker_index=max(1, self.num_env_runners or 0))
+        if per_env < info.max_episode_steps:
+            logger.warning(
+                "Each env samples %d steps per iteration, fewer than one %d-step episode: some iterations will end no "
+                "episode, and the cost multipliers then wait for the next measured episode cost. For a fresh cost "
+                "every iteration use train_batch_size_per_learner >= num_env_runners x num_envs_per_env_runner x %d "
+                "(or batch_mode='complete_episodes').",
+                per_env,
+                info.max_episode_steps,
+                info.max_episode_steps,
+            )
 
     def _validate_safe_fields(self) -> None:
         def positive(name: str, allow_zero: bool = False) -> None:
@@ -452,12 +491,13 @@ class SequentialAlgorithm(Algorithm):
             self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
         sampled = time.perf_counter()
-        # Exact mean episode cost of this iteration (sum / count over all EnvRunners); agents that finished no
-        # episode this iteration keep their last known value.
-        costs = mean_episode_costs(
+        # Exact mean episode cost of this iteration (sum / count over all EnvRunners), for the agents that finished
+        # an episode in it: only these fresh measurements move a dual. The last known values go along for logging
+        # (and for MACPO's step, which, like the MACPO code, uses the last known J_c).
+        fresh = mean_episode_costs(
             self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=True), self._agent_ids, self._num_costs
         )
-        self._last_episode_costs.update(costs)
+        self._last_episode_costs.update(fresh)
         agent_order = self.draw_agent_order()
 
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
@@ -472,7 +512,8 @@ class SequentialAlgorithm(Algorithm):
                 minibatch_size=self.config.minibatch_size,
                 shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
                 agent_order=agent_order,
-                episode_costs={aid: c.tolist() for aid, c in self._last_episode_costs.items()},
+                episode_costs={aid: c.tolist() for aid, c in fresh.items()},
+                last_episode_costs={aid: c.tolist() for aid, c in self._last_episode_costs.items()},
             )
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         self.metrics.log_value("agent_order", ",".join(agent_order), reduce="item")

@@ -1,9 +1,9 @@
 """MACPO's learner: the sequential base with its one step hook replaced by a CPO step per agent.
 
 The base (:class:`~rllib_safe.algorithms.sequential.torch.sequential_torch_learner.SequentialTorchLearner`) trains the
-critics, then, for each agent of the permutation, calls :meth:`update_dual` with the agent's exact mean episode cost
-(MACPO has no dual variables: the cost is remembered for the step), writes the HAPPO factor M into the agent's batch,
-calls :meth:`update_agent` (here: one full-batch CPO step) and folds the agent's probability ratio into M.
+critics, then, for each agent of the permutation, writes the HAPPO factor M into the agent's batch, calls
+:meth:`update_agent` (here: one full-batch CPO step with the agent's last known exact mean episode cost J_c; MACPO has
+no dual variables) and folds the agent's probability ratio into M.
 
 With several Learners (DDP) every rank holds a shard of the batch. All means are written as this rank's sum divided by
 the *global* number of valid rows, and every gradient, Fisher-vector product and line-search statistic is summed over
@@ -48,16 +48,6 @@ class MACPOTorchLearner(SequentialTorchLearner):
     TRPO step; 4 feasible, no cost gradient: TRPO step.
     """
 
-    def build(self) -> None:
-        """The base's build plus the per-agent episode costs of the current update."""
-        super().build()
-        self._step_episode_costs: dict[str, Any] = {}
-
-    def update_dual(self, module_id: str, episode_cost: Any) -> None:
-        """Remembers agent ``module_id``'s exact mean episode cost J_c for its CPO step (MACPO has no duals)."""
-        self._step_episode_costs[module_id] = episode_cost
-        super().update_dual(module_id, episode_cost)
-
     # ------------------------------------------------------------------------------------------------------------
     def _distributed(self) -> bool:
         return torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -92,7 +82,7 @@ class MACPOTorchLearner(SequentialTorchLearner):
         config = self.config
         module = self.module[module_id].unwrapped()
         params = [p for p in module.parameters() if p.requires_grad]
-        episode_cost = self._step_episode_costs.get(module_id)
+        episode_cost = self.known_episode_costs.get(module_id)  # the last known J_c, as the MACPO code
         if episode_cost is None:
             self._log_step(module_id, {"cpo_case": CASE_SKIPPED, "line_search_accepted": 0})
             return

@@ -5,7 +5,8 @@
 1. run the learner connector once (costs, state, reward GAE, cost GAE, critic batch);
 2. train the centralized critic module (reward critic and cost critics) for the configured epochs/minibatches;
 3. for each agent in the permutation received from the Algorithm (identical on every Learner):
-   update the agent's duals from its exact episode cost (:meth:`update_dual`), write the factor M of the agents
+   update the agent's duals from its exact episode cost when this iteration measured one (:meth:`update_dual`;
+   an iteration in which none of its episodes ended leaves the duals where they are), write the factor M of the agents
    already updated into its batch (rows are aligned by env step, written before any minibatching), run its epochs
    through :meth:`update_agent` (the narrow hook MACPO overrides), and fold its new/old probability ratio into M.
 
@@ -70,13 +71,20 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         timesteps: dict | None = None,
         agent_order: list[str] | None = None,
         episode_costs: dict[str, Any] | None = None,
+        last_episode_costs: dict[str, Any] | None = None,
         num_epochs: int = 1,
         minibatch_size: int | None = None,
         num_total_minibatches: int = 0,
         _no_metrics_reduce: bool = False,
         **kwargs: Any,
     ) -> dict:
-        """Critic update, then the sequential (or simultaneous) agent updates; see the module docstring."""
+        """Critic update, then the sequential (or simultaneous) agent updates; see the module docstring.
+
+        ``episode_costs`` holds the agents' exact mean episode costs J_c measured in this iteration (agents whose
+        episodes did not end are absent): only these move the duals. ``last_episode_costs`` holds the last known
+        J_c of every agent measured so far (default: ``episode_costs``); it is logged and available to the hooks as
+        :attr:`known_episode_costs`.
+        """
         self._check_is_built()
         self.before_gradient_based_update(timesteps=timesteps or {})
         if training_data is None:
@@ -98,16 +106,17 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         if sorted(agent_order) != sorted(self.agent_ids):
             raise ValueError(f"agent_order {agent_order} is not a permutation of the agents {self.agent_ids}.")
         self.last_agent_order = agent_order
-        episode_costs = episode_costs or {}
+        fresh = episode_costs or {}
+        self.known_episode_costs = {**(last_episode_costs if last_episode_costs is not None else {}), **fresh}
         factor = torch.ones(n, device=self._device)
         for module_id in agent_order:
             batch = batches[module_id]
-            self.update_dual(module_id, episode_costs.get(module_id))
+            dual_updated = self.update_dual(module_id, fresh.get(module_id))
             batch[SafeColumns.HAPPO_FACTOR] = self._clip_factor(factor)
             self.update_agent(module_id, batch, generator=generator, **schedule)
             if self.config.sequential:
                 factor = factor * self.probability_ratio(module_id, batch)
-            self._log_agent(module_id, batch, episode_costs.get(module_id))
+            self._log_agent(module_id, batch, self.known_episode_costs.get(module_id), dual_updated)
 
         self.after_gradient_based_update(timesteps=timesteps or {})
         return None if _no_metrics_reduce else self.metrics.reduce()
@@ -248,11 +257,12 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         return total_loss
 
     # ------------------------------------------------------------------------------------------------------------
-    def _log_agent(self, module_id: str, batch: dict, episode_cost: Any) -> None:
+    def _log_agent(self, module_id: str, batch: dict, episode_cost: Any, dual_updated: bool) -> None:
         factor = batch[SafeColumns.HAPPO_FACTOR][batch[Columns.LOSS_MASK].bool()]
         stats = {"happo_factor_mean": factor.mean().item(), "happo_factor_max": factor.max().item()}
         stats["happo_factor_min"] = factor.min().item()
         if self.duals:
+            stats["dual_updated"] = int(dual_updated)  # 1: this iteration measured a fresh J_c and the duals moved
             for k, v in enumerate(self.dual_value(module_id)):
                 stats[self.dual_name if self.num_costs == 1 else f"{self.dual_name}_{k}"] = float(v)
         if episode_cost is not None:
