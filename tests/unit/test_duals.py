@@ -258,9 +258,9 @@ def test_state_dict_is_a_snapshot():
 
 
 def test_bad_rule_names_allowed_values():
-    with pytest.raises(ValueError, match=r"rule must be one of \['adam', 'pid', 'projected_gradient'\]"):
+    with pytest.raises(ValueError, match=r"rule must be one of \['adam', 'macpo', 'pid', 'projected_gradient'\]"):
         make_dual("sgd")
-    assert sorted(RULES) == ["adam", "pid", "projected_gradient"]
+    assert sorted(RULES) == ["adam", "macpo", "pid", "projected_gradient"]
 
 
 def test_unknown_argument():
@@ -350,3 +350,41 @@ def test_base_class_is_abstract():
     dual = DualVariable()
     with pytest.raises(NotImplementedError):
         dual.update(1.0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The MACPO code's MAPPO-Lagrangian rule (one step per minibatch).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_macpo_rule_by_hand():
+    dual = make_dual("macpo", lr=0.1, constraint_scale=0.01, init=0.78)
+    assert dual.per_minibatch and not make_dual("adam").per_minibatch
+    # λ = 0.78 + 0.1 * ((30 - 25) * 0.01 + (-0.2)) = 0.78 + 0.1 * (0.05 - 0.2) = 0.765
+    assert dual.update(30.0, 25.0, cost_surrogate=-0.2) == pytest.approx(0.765, abs=1e-15)
+    # λ = 0.765 + 0.1 * ((20 - 25) * 0.01 + 0.35) = 0.765 + 0.1 * 0.3 = 0.795
+    assert dual.update(20.0, 25.0, cost_surrogate=0.35) == pytest.approx(0.795, abs=1e-15)
+    # λ = 0.795 + 0.1 * (0.0 - 9.0) = -0.105 -> ReLU -> 0
+    assert dual.update(25.0, 25.0, cost_surrogate=-9.0) == 0.0
+    assert dual.num_steps == 3
+
+
+def test_macpo_rule_per_cost_index_and_defaults():
+    dual = make_dual("macpo", num_costs=2)
+    assert dual.config() == {
+        "lr": 1e-7,
+        "constraint_scale": 0.01,
+        "init": [0.78, 0.78],
+        "lower": 0.0,
+        "upper": math.inf,
+        "num_costs": 2,
+    }
+    dual = make_dual("macpo", lr=1.0, constraint_scale=0.5, init=[0.0, 1.0], num_costs=2)
+    # index 0: 0 + (4 - 2) * 0.5 + 0.5 = 1.5; index 1: 1 + (1 - 3) * 0.5 - 0.25 = -0.25 -> 0
+    np.testing.assert_allclose(dual.update([4.0, 1.0], [2.0, 3.0], cost_surrogate=[0.5, -0.25]), [1.5, 0.0])
+    with pytest.raises(ValueError, match="cost_surrogate"):
+        dual.update([4.0, 1.0], 2.0, cost_surrogate=0.5)  # one surrogate per cost index
+    with pytest.raises(ValueError, match="constraint_scale"):
+        make_dual("macpo", constraint_scale=0.0)
+    restored = dual_from_state_dict(dual.state_dict())
+    assert restored.config() == dual.config() and restored.values.tolist() == [1.5, 0.0]

@@ -144,7 +144,9 @@ class SequentialConfig(PPOConfig):
     * ``dual_rule`` ("adam"), ``dual_lr`` (0.035), ``dual_init`` (0.001), ``dual_max`` (inf): the Lagrange
       multiplier update of the Lagrangian algorithms (OmniSafe PPOLag defaults: Adam, lr 0.035, init 0.001);
       ``dual_options`` ({}): further arguments of the rule (e.g. ``kp``/``ki``/``kd`` for "pid", see
-      :mod:`rllib_safe.duals`).
+      :mod:`rllib_safe.duals`). Rules "projected_gradient", "adam" and "pid" move once per fresh measurement of
+      J_c; "macpo" steps after every minibatch of the agent's epochs with that minibatch's ``mean(r·Â_c)`` and the
+      last known J_c (the MACPO code; its ``constraint_scale`` defaults to ``1 − gamma``).
     * ``reseed_each_iteration`` (False): start every iteration's sampling from fresh episodes whose env seeds and
       action-sampling RNGs derive from ``(seed, iteration, EnvRunner)``. Then checkpoint → restore → train gives
       exactly the numbers of an uninterrupted run. Use it with ``env_runners(batch_mode="complete_episodes")`` so
@@ -362,10 +364,12 @@ class SequentialConfig(PPOConfig):
 
     def dual_kwargs(self, num_costs: int) -> dict[str, Any]:
         """Constructor arguments of :func:`rllib_safe.duals.make_dual` from the ``dual_*`` fields."""
-        kwargs = {"init": self.dual_init, "upper": self.dual_max, "num_costs": num_costs, **self.dual_options}
+        kwargs = {"init": self.dual_init, "upper": self.dual_max, "num_costs": num_costs}
         if self.dual_rule != "pid":
             kwargs["lr"] = self.dual_lr
-        return kwargs
+        if self.dual_rule == "macpo":
+            kwargs["constraint_scale"] = 1.0 - self.gamma  # the MACPO code's (J_c − d)(1 − γ)
+        return {**kwargs, **self.dual_options}
 
     def cost_limits(self, info: EnvInfo | None = None) -> dict[str, np.ndarray]:
         """The cost limit d per agent as a length-m vector (``cost_limit`` broadcast; None → the task's default)."""

@@ -77,7 +77,7 @@ class SequentialLearner(Learner):
             Whether the multipliers moved.
         """
         dual = self.duals.get(module_id)
-        if dual is None or episode_cost is None:
+        if dual is None or episode_cost is None or dual.per_minibatch:  # per-minibatch rules step in the epochs
             return False
         dual.update(np.asarray(episode_cost, dtype=np.float64), self.cost_limits[module_id])
         return True

@@ -109,11 +109,13 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         fresh = episode_costs or {}
         self.known_episode_costs = {**(last_episode_costs if last_episode_costs is not None else {}), **fresh}
         factor = torch.ones(n, device=self._device)
+        self._minibatch_dual_steps: dict[str, int] = {}
         for module_id in agent_order:
             batch = batches[module_id]
             dual_updated = self.update_dual(module_id, fresh.get(module_id))
             batch[SafeColumns.HAPPO_FACTOR] = self._clip_factor(factor)
             self.update_agent(module_id, batch, generator=generator, **schedule)
+            dual_updated = dual_updated or self._minibatch_dual_steps.get(module_id, 0) > 0
             if self.config.sequential:
                 factor = factor * self.probability_ratio(module_id, batch)
             self._log_agent(module_id, batch, self.known_episode_costs.get(module_id), dual_updated)
@@ -160,12 +162,20 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         steps_per_epoch = max(1, math.ceil(num_steps / num_epochs))
         steps_per_pass = math.ceil(n / minibatch_size)
         epochs_done, perm = 0, None
+        minibatch_dual = self._minibatch_dual(module_id)
         for step in range(num_steps):
             pass_position = step % steps_per_pass
             if pass_position == 0:
                 perm = torch.randperm(n, generator=generator).to(self._device)
             index = perm[pass_position * minibatch_size : (pass_position + 1) * minibatch_size]
-            self._update({module_id: {k: v[index] for k, v in tensors.items()}})
+            minibatch = {k: v[index] for k, v in tensors.items()}
+            cost_surrogate = self.cost_surrogate(module_id, minibatch) if minibatch_dual else None
+            self._update({module_id: minibatch})
+            if minibatch_dual:  # after the actor's step, as the MACPO code
+                self.duals[module_id].update(
+                    self.known_episode_costs[module_id], self.cost_limits[module_id], cost_surrogate=cost_surrogate
+                )
+                self._minibatch_dual_steps[module_id] = self._minibatch_dual_steps.get(module_id, 0) + 1
             if (step + 1) % steps_per_epoch == 0:
                 epochs_done += 1
                 if module_id != CRITIC_ID and self.config.target_kl is not None:
@@ -199,12 +209,34 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         old, new = self._dists(module_id, batch)
         return masked_mean(old.kl(new), batch[Columns.LOSS_MASK])
 
-    def _mean_across_learners(self, value: float) -> float:
+    def _mean_across_learners(self, value: float | np.ndarray) -> float | np.ndarray:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([value], dtype=torch.float64)
+            t = torch.as_tensor(np.atleast_1d(value), dtype=torch.float64).clone()
             torch.distributed.all_reduce(t)
-            return float(t.item()) / torch.distributed.get_world_size()
+            mean = t.numpy() / torch.distributed.get_world_size()
+            return float(mean[0]) if np.ndim(value) == 0 else mean
         return value
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Per-minibatch dual rules (the MACPO code's MAPPO-Lagrangian λ, rllib_safe.duals.MACPOLagrangeDual).
+    # ------------------------------------------------------------------------------------------------------------
+    def _minibatch_dual(self, module_id: str) -> bool:
+        """Whether agent ``module_id`` has a per-minibatch dual and a known J_c to step it with."""
+        dual = self.duals.get(module_id) if module_id != CRITIC_ID else None
+        return dual is not None and dual.per_minibatch and self.known_episode_costs.get(module_id) is not None
+
+    @torch.no_grad()
+    def cost_surrogate(self, module_id: str, minibatch: dict) -> np.ndarray:
+        """``mean(r·Â_c)`` per cost index over the minibatch's valid rows (r of the policy before the step).
+
+        The ratio is the agent's own (no HAPPO factor, no clipping), as in the MACPO code's λ update; the mean is
+        averaged over Learners so that every rank takes the same step.
+        """
+        ratio = self.probability_ratio(module_id, minibatch)
+        mask = minibatch[Columns.LOSS_MASK].bool()
+        cost_advantages = minibatch[SafeColumns.COST_ADVANTAGES].reshape(len(ratio), -1)
+        surrogate = (ratio[mask].unsqueeze(-1) * cost_advantages[mask]).mean(0)
+        return self._mean_across_learners(surrogate.double().cpu().numpy())
 
     # ------------------------------------------------------------------------------------------------------------
     # Losses.
