@@ -8,9 +8,14 @@ and logs, under ``env_runners``:
   (``reduce="sum"``: the iteration's total over all EnvRunners);
 * ``("episode_cost_count", agent)`` (``reduce="sum"``): the number of episodes in that total;
 * ``"episode_cost_mean"`` (smoothed over a window, for dashboards): the mean over agents of the agent episode cost,
-  i.e. a team cost that every agent receives is reported once, never summed over agents.
+  i.e. a team cost that every agent receives is reported once, never summed over agents; when m > 1 it is the sum
+  over the cost indices, and ``"episode_cost_mean_<k>"`` reports cost index k alone.
 
-The Algorithm reads the exact iteration mean ``sum / count`` with :func:`mean_episode_costs`.
+The Algorithm reads the exact iteration mean ``sum / count`` with :func:`mean_episode_costs`: J_c, the
+**undiscounted** mean episode cost of the episodes that ended in the iteration. The papers' J_c is the expected
+*discounted* cost (MAFOCOPS Sec. 3; its Algorithm 1 line 4 estimates it by averaging the episodes' cost returns);
+the FOCOPS code discounts it (``c_gamma``), the MACPO code and SafePO do not (their ``aver_episode_costs`` /
+``EpCost`` are undiscounted sums), and the benchmarks' cost limits (e.g. 25 in safety-gymnasium) are undiscounted.
 """
 
 from __future__ import annotations
@@ -65,8 +70,11 @@ class SafeCostCallback(RLlibCallback):
             for key, value in zip(cost_metric_keys(aid, len(total)), total):
                 metrics_logger.log_value(("episode_cost_sum", key), float(value), reduce="sum")
             metrics_logger.log_value(("episode_cost_count", aid), 1, reduce="sum")
-        team = float(np.mean([t.sum() for t in totals.values()]))
-        metrics_logger.log_value("episode_cost_mean", team, window=100)
+        team = np.mean(list(totals.values()), axis=0)  # (m,): a team cost counted once, not summed over agents
+        metrics_logger.log_value("episode_cost_mean", float(team.sum()), window=100)
+        if len(team) > 1:
+            for k, value in enumerate(team):
+                metrics_logger.log_value(f"episode_cost_mean_{k}", float(value), window=100)
 
 
 def mean_episode_costs(env_runner_metrics: dict, agent_ids: list[str], num_costs: int) -> dict[str, np.ndarray]:

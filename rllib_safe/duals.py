@@ -457,7 +457,8 @@ class MACPOLagrangeDual(DualVariable):
     where J_c is the last known mean episode cost (``aver_episode_costs``), ``constraint_scale = 1 − γ``, and
     ``mean_B(r·Â_c)`` is the minibatch mean of the probability ratio (of the policy before that minibatch's step,
     no HAPPO factor, no clipping) times the (standardised) cost advantage. Defaults: ``lr`` 1e-7 and ``init`` 0.78,
-    the MACPO code's ``lagrangian_coef_rate`` and ``lamda_lagr`` (``scripts/train_mujoco.sh``; SafePO: lr 1e-5).
+    the MACPO code's ``lagrangian_coef_rate`` and ``lamda_lagr`` (``scripts/train_mujoco.sh``; later versions of the
+    script use 1e-6, SafePO 1e-5).
 
     Args:
         lr: Step size ``>= 0`` (``lagrangian_coef_rate``).

@@ -61,3 +61,18 @@ def test_validate_warns_when_an_env_samples_less_than_one_episode_per_iteration(
     with caplog.at_level("WARNING", logger="rllib_safe.algorithms.sequential.sequential"):
         config.validate()
     assert ("fewer than one 100-step episode" in caplog.text) is warns
+
+
+def test_per_cost_limits_of_a_two_cost_task():
+    config = MAPPOLagrangianConfig().environment("SafeMAToy2Cost-v0")
+    assert {aid: d.tolist() for aid, d in config.cost_limits().items()} == {
+        "agent_0": [5.0, 2.5],  # the task's default limits
+        "agent_1": [5.0, 2.5],
+    }
+    assert config.training(cost_limit=[4.0, 1.0]).cost_limits()["agent_1"].tolist() == [4.0, 1.0]
+    assert config.training(cost_limit=3.0).cost_limits()["agent_0"].tolist() == [3.0, 3.0]
+    limits = config.training(cost_limit={"agent_0": [1.0, 2.0], "agent_1": 7.0}).cost_limits()
+    assert limits["agent_0"].tolist() == [1.0, 2.0] and limits["agent_1"].tolist() == [7.0, 7.0]
+    for bad in ([1.0, 2.0, 3.0], [1.0, -2.0], {"agent_0": 1.0}):
+        with pytest.raises(ValueError, match="`cost_limit`"):
+            config.training(cost_limit=bad).cost_limits()

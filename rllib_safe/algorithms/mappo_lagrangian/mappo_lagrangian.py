@@ -14,9 +14,10 @@ The multipliers ``λ^i ≥ 0`` follow a selectable rule (``dual_rule``, :mod:`rl
 * ``"macpo"``: the MACPO code's rule (``r_mappo_lagr.py`` ``ppo_update``; SafePO ``mappolag.py`` is the same),
   ``λ ← ReLU(λ + lr·[(J_c − d)(1 − γ) + mean(r·Â_c)])`` after every minibatch step of the agent, with the last
   known J_c and the minibatch's ratio (before its step) times its standardised cost advantage. The MACPO code's
-  values: ``training(dual_rule="macpo", dual_init=0.78, dual_lr=1e-7)`` (``train_mujoco.sh``:
-  ``lamda_lagr`` 0.78, ``lagrangian_coef_rate`` 1e-7; SafePO: 1e-5; MAFOCOPS paper Table 5 uses ``lamda_lagr``
-  0.38 (Ant), 0.46 (HalfCheetah), 0.59/0.52 (ManyAgent Ant 2x3/2x4) on Safe MAMuJoCo).
+  values: ``training(dual_rule="macpo", dual_init=0.78, dual_lr=1e-7)`` (``scripts/train_mujoco.sh``:
+  ``lamda_lagr`` 0.78, ``lagrangian_coef_rate`` 1e-7, 1e-6 in later versions of the script; SafePO: 1e-5;
+  the MAFOCOPS paper's Table 5 uses ``lamda_lagr`` 0.38 (Ant), 0.46 (HalfCheetah), 0.59/0.52 (ManyAgent Ant
+  2x3/2x4) on Safe MAMuJoCo and rates 1e-7/9e-7 on Safe MAIG).
 """
 
 from __future__ import annotations

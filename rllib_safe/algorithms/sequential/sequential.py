@@ -134,10 +134,20 @@ class SequentialConfig(PPOConfig):
       (HAPPO, Kuba et al. 2022; MAFOCOPS Algorithm 1); False: simultaneous updates without a factor (MAPPO).
     * ``happo_factor_clip`` (None): if set to c, M is clipped to [1 − c, 1 + c] before use.
     * ``cost_limit`` (None → the task's default): the limit d on the expected episode cost, a scalar (every agent,
-      every cost index), a list of length m, or a dict ``{agent: scalar or list}``.
+      every cost index), a list of length m (``[d_1, …, d_m]``, one per cost index), or a dict
+      ``{agent: scalar or list}``. It is compared with J_c, the exact *undiscounted* mean episode cost of the
+      iteration's finished episodes (MACPO code and SafePO; the papers write J_c discounted and the FOCOPS code
+      discounts it, see :mod:`rllib_safe.callbacks`).
     * ``cost_gamma`` (0.99), ``cost_lambda`` (0.95): discount and GAE λ of the cost advantages (SafePO defaults).
-    * ``cost_advantage_normalization`` ("standardize" or "center").
+    * ``cost_advantage_normalization`` ("standardize", as the MACPO code and SafePO, or "center"): "center" keeps
+      Â_c in cost units (subtracts the mean only).
     * ``critic_lr`` (5e-4, HARL/SafePO MAMuJoCo), ``critic_loss`` ("huber" or "mse"), ``huber_delta`` (10, SafePO/HARL).
+    * ``critic_update`` ("before_agents"): "before_agents" trains the reward critic and all cost critics once per
+      iteration, for ``num_epochs`` × minibatches, before the agent loop (HARL trains its one centralized critic
+      once per iteration too; its order relative to the actors does not matter, the advantages are computed
+      first). "with_each_agent" steps the reward critic and the agent's cost critics on every minibatch of each
+      agent's update, stopping with the agent's early stop (MAFOCOPS Algorithm 1 line 12; the MACPO and FOCOPS
+      code, where each agent has its own critics): the shared reward critic then takes n times as many steps.
     * ``actor_hiddens`` / ``critic_hiddens`` ([128, 128], SafePO/HARL MAMuJoCo hidden size), ``activation``
       ("tanh"), ``init_log_std`` (-0.5, the FOCOPS reference code), ``use_value_norm`` (True, MAPPO/HAPPO ValueNorm).
     * ``target_kl`` (None): stop an agent's epochs once the mean KL(π_old‖π) exceeds it (algorithms with a KL rule).
@@ -197,6 +207,7 @@ class SequentialConfig(PPOConfig):
         self.cost_advantage_normalization = "standardize"
         self.critic_lr = 5e-4
         self.critic_loss = "huber"
+        self.critic_update = "before_agents"
         self.huber_delta = 10.0
         self.actor_hiddens = [128, 128]
         self.critic_hiddens = [128, 128]
@@ -222,6 +233,7 @@ class SequentialConfig(PPOConfig):
         cost_advantage_normalization: str = NotProvided,
         critic_lr: float = NotProvided,
         critic_loss: str = NotProvided,
+        critic_update: str = NotProvided,
         huber_delta: float = NotProvided,
         actor_hiddens: list[int] = NotProvided,
         critic_hiddens: list[int] = NotProvided,
@@ -248,6 +260,7 @@ class SequentialConfig(PPOConfig):
             cost_advantage_normalization=cost_advantage_normalization,
             critic_lr=critic_lr,
             critic_loss=critic_loss,
+            critic_update=critic_update,
             huber_delta=huber_delta,
             actor_hiddens=actor_hiddens,
             critic_hiddens=critic_hiddens,
@@ -291,6 +304,9 @@ class SequentialConfig(PPOConfig):
         self.cost_limits(info)  # raises on a malformed cost_limit
         if set(self.policies or ()) != set(info.agent_ids) | {CRITIC_ID}:
             self.multi_agent(policies=set(info.agent_ids) | {CRITIC_ID}, policy_mapping_fn=agent_to_module)
+        if self.critic_update == "with_each_agent" and (self.num_learners or 0) > 1:
+            # During one agent's turn the other agents' cost critics take no part in the loss: DDP must know.
+            self.torch_ddp_kwargs = {"find_unused_parameters": True, **self.torch_ddp_kwargs}
         super().validate()
         self._warn_if_iterations_can_miss_episode_ends(info)
 
@@ -341,6 +357,10 @@ class SequentialConfig(PPOConfig):
             )
         if self.critic_loss not in ("huber", "mse"):
             raise ValueError(f"`critic_loss` must be 'huber' or 'mse', got {self.critic_loss!r}.")
+        if self.critic_update not in ("before_agents", "with_each_agent"):
+            raise ValueError(
+                f"`critic_update` must be 'before_agents' or 'with_each_agent', got {self.critic_update!r}."
+            )
         if self.activation not in ("tanh", "relu", "elu", "silu"):
             raise ValueError(f"`activation` must be one of tanh, relu, elu, silu; got {self.activation!r}.")
         for name in ("actor_hiddens", "critic_hiddens"):

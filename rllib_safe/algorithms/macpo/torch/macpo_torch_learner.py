@@ -29,7 +29,7 @@ from rllib_safe.algorithms.macpo.torch.cpo import (
     flat_grad,
 )
 from rllib_safe.algorithms.sequential.torch.sequential_torch_learner import SequentialTorchLearner
-from rllib_safe.core.columns import SafeColumns
+from rllib_safe.core.columns import CRITIC_ID, SafeColumns
 
 
 class MACPOTorchLearner(SequentialTorchLearner):
@@ -68,7 +68,10 @@ class MACPOTorchLearner(SequentialTorchLearner):
     def update_agent(
         self, module_id: str, batch: dict, *, num_steps: int, num_epochs: int, minibatch_size: int, generator
     ) -> None:
-        """One full-batch CPO step of agent ``module_id`` (the schedule arguments are not used).
+        """One full-batch CPO step of agent ``module_id`` (the schedule is used only by the critics, see below).
+
+        With ``critic_update="with_each_agent"`` the reward critic and this agent's cost critic first train for the
+        schedule's epochs and minibatches (the MACPO code trains the critics inside each agent's update).
 
         Steps (equations in :mod:`rllib_safe.algorithms.macpo.torch.cpo`):
 
@@ -80,6 +83,16 @@ class MACPOTorchLearner(SequentialTorchLearner):
         4. x rescaled to ``max_step_norm``; line search over ``θ_k + fraction_coef · line_search_fraction^i · x``.
         """
         config = self.config
+        critic_batch = self.critic_batch_with(module_id)
+        if critic_batch is not None:  # critic_update="with_each_agent": the critics train in the agent's turn
+            self.train_minibatches(
+                CRITIC_ID,
+                critic_batch,
+                num_steps=num_steps,
+                num_epochs=num_epochs,
+                minibatch_size=minibatch_size,
+                generator=generator,
+            )
         module = self.module[module_id].unwrapped()
         params = [p for p in module.parameters() if p.requires_grad]
         episode_cost = self.known_episode_costs.get(module_id)  # the last known J_c, as the MACPO code

@@ -3,7 +3,8 @@
 ``update()`` (the one method RLlib's design leaves to us, see ``notes/rllib_new_stack.md`` §3.6):
 
 1. run the learner connector once (costs, state, reward GAE, cost GAE, critic batch);
-2. train the centralized critic module (reward critic and cost critics) for the configured epochs/minibatches;
+2. with ``critic_update="before_agents"``: train the centralized critic module (reward critic and all cost critics)
+   for the configured epochs/minibatches;
 3. for each agent in the permutation received from the Algorithm (identical on every Learner):
    update the agent's duals from its exact episode cost when this iteration measured one (:meth:`update_dual`;
    an iteration in which none of its episodes ended leaves the duals where they are), write the factor M of the agents
@@ -100,7 +101,9 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         schedule = {"num_steps": num_steps, "num_epochs": num_epochs, "minibatch_size": minibatch_size}
         generator = torch.Generator().manual_seed(int(self.config.seed or 0) * 1_000_003 + self._weights_seq_no)
 
-        self.train_minibatches(CRITIC_ID, batches[CRITIC_ID], generator=generator, **schedule)
+        self._critic_batch = batches[CRITIC_ID]
+        if self.config.critic_update == "before_agents":
+            self.train_minibatches(CRITIC_ID, self._critic_batch, generator=generator, **schedule)
 
         agent_order = list(agent_order or self.agent_ids)
         if sorted(agent_order) != sorted(self.agent_ids):
@@ -132,7 +135,11 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
     def update_agent(
         self, module_id: str, batch: dict, *, num_steps: int, num_epochs: int, minibatch_size: int, generator
     ) -> None:
-        """One agent's policy update: its epochs of minibatch gradient steps (the hook MACPO overrides)."""
+        """One agent's policy update: its epochs of minibatch gradient steps (the hook MACPO overrides).
+
+        With ``critic_update="with_each_agent"`` every minibatch step also steps the reward critic and this agent's
+        cost critics on the same rows (:meth:`critic_batch_with`).
+        """
         self.train_minibatches(
             module_id,
             batch,
@@ -140,7 +147,23 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
             num_epochs=num_epochs,
             minibatch_size=minibatch_size,
             generator=generator,
+            critic_batch=self.critic_batch_with(module_id),
         )
+
+    def critic_batch_with(self, module_id: str) -> dict | None:
+        """The critic rows trained during agent ``module_id``'s turn, or None (``critic_update="before_agents"``).
+
+        With ``critic_update="with_each_agent"`` (MAFOCOPS Algorithm 1 line 12; the MACPO and FOCOPS code): the
+        reward critic's and this agent's cost critics' targets, aligned row by row with the agent's batch.
+        """
+        if self.config.critic_update != "with_each_agent":
+            return None
+        own = f"{SafeColumns.COST_VALUE_TARGETS}/{module_id}"
+        return {
+            k: v
+            for k, v in self._critic_batch.items()
+            if not k.startswith(f"{SafeColumns.COST_VALUE_TARGETS}/") or k == own
+        }
 
     def train_minibatches(
         self,
@@ -151,13 +174,18 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         num_epochs: int,
         minibatch_size: int,
         generator: torch.Generator,
+        critic_batch: dict | None = None,
     ) -> None:
         """``num_steps`` shuffled minibatch steps of one module; with ``target_kl``, agents stop early per epoch.
+
+        ``critic_batch`` (rows aligned with ``batch``): the critic module takes a step on the same rows in every
+        minibatch step (one forward/backward for both; the modules have separate optimisers).
 
         The KL rule: after each epoch, the mean KL(π_old‖π) over the agent's whole batch (averaged over Learners) is
         compared with ``target_kl``; once above, the agent's remaining epochs are skipped on every Learner.
         """
         tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+        critic_tensors = {k: v for k, v in (critic_batch or {}).items() if torch.is_tensor(v)}
         n = len(tensors[Columns.LOSS_MASK])
         steps_per_epoch = max(1, math.ceil(num_steps / num_epochs))
         steps_per_pass = math.ceil(n / minibatch_size)
@@ -170,7 +198,10 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
             index = perm[pass_position * minibatch_size : (pass_position + 1) * minibatch_size]
             minibatch = {k: v[index] for k, v in tensors.items()}
             cost_surrogate = self.cost_surrogate(module_id, minibatch) if minibatch_dual else None
-            self._update({module_id: minibatch})
+            update = {module_id: minibatch}
+            if critic_tensors:
+                update[CRITIC_ID] = {k: v[index] for k, v in critic_tensors.items()}
+            self._update(update)
             if minibatch_dual:  # after the actor's step, as the MACPO code
                 self.duals[module_id].update(
                     self.known_episode_costs[module_id], self.cost_limits[module_id], cost_surrogate=cost_surrogate
@@ -248,7 +279,11 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         return self.compute_policy_loss(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
 
     def compute_critic_loss(self, *, config: Any, batch: dict, fwd_out: dict) -> torch.Tensor:
-        """Reward critic + every agent's cost critic, Huber (δ = ``huber_delta``) or MSE on normalised targets."""
+        """Reward critic + the cost critics whose targets are in the batch, Huber (δ = ``huber_delta``) or MSE.
+
+        The targets are normalised (value normalisers); the critic batch holds every agent's cost targets, or only
+        one agent's when the critics train during that agent's turn (``critic_update="with_each_agent"``).
+        """
         mask = batch[Columns.LOSS_MASK]
 
         def value_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -262,6 +297,7 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         cost_vf_loss = sum(
             value_loss(fwd_out[f"cost_vf_preds/{aid}"], batch[f"{SafeColumns.COST_VALUE_TARGETS}/{aid}"])
             for aid in self.agent_ids
+            if f"{SafeColumns.COST_VALUE_TARGETS}/{aid}" in batch
         )
         self.metrics.log_dict({"vf_loss": vf_loss, "cost_vf_loss": cost_vf_loss}, key=CRITIC_ID, window=1)
         return vf_loss + cost_vf_loss
@@ -297,6 +333,8 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
             stats["dual_updated"] = int(dual_updated)  # 1: this iteration measured a fresh J_c and the duals moved
             for k, v in enumerate(self.dual_value(module_id)):
                 stats[self.dual_name if self.num_costs == 1 else f"{self.dual_name}_{k}"] = float(v)
-        if episode_cost is not None:
+        if episode_cost is not None:  # the last known J_c (m > 1: the sum, and episode_cost_<k> per cost index)
             stats["episode_cost"] = float(np.sum(episode_cost))
+            if self.num_costs > 1:
+                stats.update({f"episode_cost_{k}": float(c) for k, c in enumerate(np.ravel(episode_cost))})
         self.metrics.log_dict(stats, key=module_id, window=1)
