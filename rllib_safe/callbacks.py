@@ -1,16 +1,21 @@
 """Episode cost metrics, logged as exact sums and counts so that dual updates never see a mean of means.
 
 For every finished episode and agent, :class:`SafeCostCallback` sums the per-step costs over the whole episode
-(``[episode] + prev_episode_chunks``; ``infos[0]`` of each chunk is the reset or carried-over info and is skipped)
+(``prev_episode_chunks + [episode]``; ``infos[0]`` of each chunk is the reset or carried-over info and is skipped)
 and logs, under ``env_runners``:
 
 * ``("episode_cost_sum", agent)`` / ``("episode_cost_sum", f"{agent}/{k}")`` for cost index k when m > 1
   (``reduce="sum"``: the iteration's total over all EnvRunners);
 * ``("episode_cost_count", agent)`` (``reduce="sum"``): the number of episodes in that total;
 * ``"episode_cost_mean"`` (smoothed over a window, for dashboards): the mean over agents of the agent episode cost,
-  i.e. a team cost that every agent receives is reported once, never summed over agents.
+  i.e. a team cost that every agent receives is reported once, never summed over agents; when m > 1 it is the sum
+  over the cost indices, and ``"episode_cost_mean_<k>"`` reports cost index k alone.
 
-The Algorithm reads the exact iteration mean ``sum / count`` with :func:`mean_episode_costs`.
+The Algorithm reads the exact iteration mean ``sum / count`` with :func:`mean_episode_costs`: J_c, the
+**undiscounted** mean episode cost of the episodes that ended in the iteration. The papers' J_c is the expected
+*discounted* cost (MAFOCOPS Sec. 3; its Algorithm 1 line 4 estimates it by averaging the episodes' cost returns);
+the FOCOPS code discounts it (``c_gamma``), the MACPO code and SafePO do not (their ``aver_episode_costs`` /
+``EpCost`` are undiscounted sums), and the benchmarks' cost limits (e.g. 25 in safety-gymnasium) are undiscounted.
 
 **Tail-safety metrics** (:meth:`SafeCostCallback.on_sample_end` and :meth:`SafeCostCallback.on_train_result`). At the
 end of every ``sample()`` call, each step's team cost (the mean over agents of the agent's cost summed over cost
@@ -44,19 +49,29 @@ import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 
-def _chunk_cost(sa_episode: Any) -> np.ndarray:
-    infos = sa_episode.get_infos()[1:]  # info t+1 was returned by step t
+def _chunk_cost(sa_episode: Any, num_steps: int) -> np.ndarray:
+    infos = sa_episode.get_infos(slice(1, num_steps + 1))  # info t+1 was returned by step t
     return np.sum([np.atleast_1d(np.asarray(info["cost"], dtype=np.float64)) for info in infos], axis=0)
 
 
 def episode_costs(episode: Any, prev_episode_chunks: list | None = None) -> dict[str, np.ndarray]:
-    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks."""
+    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks.
+
+    An earlier chunk counts only the steps before the next chunk began (``t_started`` of the next chunk): with a
+    local EnvRunner the Learner receives the very chunk objects the EnvRunner keeps for its metrics, and RLlib's
+    ``AddOneTsToEpisodesAndTruncate`` appends a copy of the last step (its info included) to them in place.
+    """
+    chunks = [*(prev_episode_chunks or []), episode]
     totals: dict[str, np.ndarray] = {}
-    for chunk in [episode, *(prev_episode_chunks or [])]:
+    for k, chunk in enumerate(chunks):
+        following = chunks[k + 1].agent_episodes if k + 1 < len(chunks) else {}
         for aid, sa_episode in chunk.agent_episodes.items():
-            if len(sa_episode) == 0:
+            num_steps = len(sa_episode)
+            if aid in following:
+                num_steps = min(num_steps, following[aid].t_started - sa_episode.t_started)
+            if num_steps <= 0:
                 continue
-            c = _chunk_cost(sa_episode)
+            c = _chunk_cost(sa_episode, num_steps)
             totals[aid] = totals[aid] + c if aid in totals else c
     return totals
 
@@ -84,8 +99,11 @@ class SafeCostCallback(RLlibCallback):
             for key, value in zip(cost_metric_keys(aid, len(total)), total):
                 metrics_logger.log_value(("episode_cost_sum", key), float(value), reduce="sum")
             metrics_logger.log_value(("episode_cost_count", aid), 1, reduce="sum")
-        team = float(np.mean([t.sum() for t in totals.values()]))
-        metrics_logger.log_value("episode_cost_mean", team, window=100)
+        team = np.mean(list(totals.values()), axis=0)  # (m,): a team cost counted once, not summed over agents
+        metrics_logger.log_value("episode_cost_mean", float(team.sum()), window=100)
+        if len(team) > 1:
+            for k, value in enumerate(team):
+                metrics_logger.log_value(f"episode_cost_mean_{k}", float(value), window=100)
 
     # ----------------------------------------------------------------------------------------------------------
     # Tail-safety metrics (module docstring): per-episode team costs and the cumulative cost, then their tails.
@@ -97,7 +115,7 @@ class SafeCostCallback(RLlibCallback):
         running = self._running_episode_costs
         sampled = 0.0
         for chunk in samples:
-            per_agent = [_chunk_cost(sa).sum() for sa in chunk.agent_episodes.values() if len(sa) > 0]
+            per_agent = [_chunk_cost(sa, len(sa)).sum() for sa in chunk.agent_episodes.values() if len(sa) > 0]
             cost = float(np.mean(per_agent)) if per_agent else 0.0
             sampled += cost
             total = running.pop(chunk.id_, 0.0) + cost

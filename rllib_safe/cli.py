@@ -52,7 +52,8 @@ def build_config(args: argparse.Namespace):
 
     config = get_config(args.algo)
     config.environment(args.env, env_config=_parse_overrides(args.env_config))
-    config.env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
+    runners = {"num_env_runners": args.num_env_runners, "num_envs_per_env_runner": args.num_envs_per_env_runner}
+    config.env_runners(**{k: v for k, v in runners.items() if v is not None})  # None: the algorithm's default
     config.learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
     config.debugging(seed=args.seed)
     if args.batch_size is not None:
@@ -331,15 +332,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=DEFAULT_ENV, help=f"task name (default {DEFAULT_ENV}; see `tasks`)")
     p.add_argument("--stop-timesteps", type=int, default=20_000, help="stop after this many env steps")
     p.add_argument("--stop-iters", type=int, default=0, help="stop after this many iterations (0: no limit)")
-    p.add_argument("--num-env-runners", type=int, default=2, help="sampling processes (default 2)")
-    p.add_argument("--num-envs-per-env-runner", type=int, default=4, help="vectorised envs per EnvRunner (default 4)")
+    p.add_argument("--num-env-runners", type=int, default=None, help="sampling processes (default: the algorithm's, 2)")
+    p.add_argument(
+        "--num-envs-per-env-runner",
+        type=int,
+        default=None,
+        help="vectorised envs per EnvRunner (default: the algorithm's; on-policy 5)",
+    )
     p.add_argument("--num-learners", type=int, default=0, help="0: learn in the trial's own process")
     p.add_argument("--num-gpus-per-learner", type=float, default=0, help="GPUs per Learner (default 0)")
     p.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help="train_batch_size_per_learner: env steps per iteration of the on-policy algorithms (their default 4000)",
+        help="train_batch_size_per_learner: env steps per iteration of the on-policy algorithms (their default 10,000)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost-limit", type=float, default=None, help="limit on the episode cost (default: the task's)")

@@ -6,7 +6,7 @@ merged key by key, an experiment's own value wins)::
     name: mafocops_lambda            # the sweep's directory under the storage path
     common:
       tasks: [SafeAnt2x4-v0, SafeHalfCheetah2x3-v0]
-      config: {num_env_runners: 2, train_batch_size_per_learner: 4000}   # any AlgorithmConfig field
+      config: {num_env_runners: 2, train_batch_size_per_learner: 10000}   # any AlgorithmConfig field
       env_config: {}                                                     # task options
       grid: {seed: [0, 1, 2]}                                            # tune.grid_search axes (seeds too)
       stop: {env_steps: 1000000}                                         # or iterations / time_s / any result key
