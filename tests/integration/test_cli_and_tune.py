@@ -14,7 +14,8 @@ from tests.helpers import render_headless
 
 CLI = [sys.executable, "-m", "rllib_safe.cli"]
 TOY = [
-    "--env", "SafeMAToy-v0", "--batch-size", "100", "--num-env-runners", "0", "--num-cpus", "2",
+    "--env", "SafeMAToy-v0", "--batch-size", "100", "--num-env-runners", "0", "--num-envs-per-env-runner", "4",
+    "--num-cpus", "2",
     "--config", "minibatch_size=50", "num_epochs=1", "actor_hiddens=[16]", "critic_hiddens=[16]",
 ]  # fmt: skip
 REPO = Path(__file__).resolve().parents[2]
