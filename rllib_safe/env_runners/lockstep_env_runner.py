@@ -1,4 +1,4 @@
-"""A multi-agent EnvRunner for lock-step tasks that samples at the simulator's speed.
+"""Multi-agent EnvRunners for lock-step tasks that sample at the simulator's speed.
 
 RLlib's :class:`~ray.rllib.env.multi_agent_env_runner.MultiAgentEnvRunner` pays per step, per agent and per env for its
 generality: two connector pipelines, a module forward per step, a ``MultiAgentEpisode.add_env_step`` per env, a dozen
@@ -7,9 +7,9 @@ episode ends for all agents at once — every rllib_safe task) all of that can b
 :class:`LockstepMultiAgentEnvRunner` is a ``MultiAgentEnvRunner`` whose sampling loop
 
 * keeps every agent's observations, actions, rewards and model outputs in preallocated numpy rows (row ``k`` = vector
-  step ``k`` of this ``sample()`` call, one column per env),
-* runs one batched forward pass per agent module per step and samples the actions in torch (RLlib's own action
-  distribution classes), writing them straight into the envs,
+  step ``k`` of this ``sample()`` call, one column per env; :mod:`rllib_safe.env_runners.rows`),
+* runs one batched forward pass per agent module per step and draws the actions in torch as RLlib's ``GetActions``
+  does, writing them straight into the envs (:mod:`rllib_safe.env_runners.actions`),
 * builds each episode chunk in bulk from those rows when it ends or when ``sample()`` returns,
 * logs the step counters once per ``sample()`` call instead of once per env step.
 
@@ -17,19 +17,26 @@ Everything downstream sees what the stock runner produces: the same ``MultiAgent
 actions, ``action_logp``, ``action_dist_inputs``, ``weights_seq_no``, rewards, infos, terminated/truncated flags,
 lookback buffers and chunk cuts), the same callbacks (``on_episode_created/start/end``, ``on_sample_end``), the same
 episode metrics, state, weight sync and checkpoints (it *is* a ``MultiAgentEnvRunner``; only ``_sample`` and
-``_reset_envs`` differ). With the same seeds it returns bitwise the same episodes: it keeps the stock runner's
-schedule (an env that finished sits out the next vector step while it resets), its order of drawing each module's
-actions from torch's RNG, and the seeding of ``reset`` (``_seed`` on the first reset after ``_needs_initial_reset``).
+``_reset_envs`` differ). With the same seeds it returns bitwise the same episodes (with one module per agent): it
+keeps the stock runner's schedule (an env that finished sits out the next vector step while it resets), its order of
+drawing the modules' actions from torch's RNG, and the seeding of ``reset`` (``_seed`` on the first reset after
+``_needs_initial_reset``, which ``SequentialAlgorithm.reseed_env_runners`` sets).
 
-How to use it::
+:class:`FusedLockstepEnvRunner` (the default of rllib_safe's on-policy configs) also runs the agents whose actors have
+the same layers as one stacked batch in numpy: the per-step cost of the policy no longer grows with the number of
+agents. Same episodes in layout and distribution, not bitwise (see :class:`~rllib_safe.env_runners.actions.FusedPolicy`).
 
-    config.env_runners(env_runner_cls=LockstepMultiAgentEnvRunner)   # rllib_safe's on-policy configs: the default
-    config.env_runners(env_runner_cls=MultiAgentEnvRunner)           # back to RLlib's stock runner
+How to use them::
+
+    config.env_runners(env_runner_cls=FusedLockstepEnvRunner)         # rllib_safe's on-policy configs: the default
+    config.env_runners(env_runner_cls=LockstepMultiAgentEnvRunner)    # bitwise RLlib's episodes, faster
+    config.env_runners(env_runner_cls=MultiAgentEnvRunner)            # RLlib's stock runner
 
 Limits (checked by :func:`check_lockstep_config` and at run time, each with a ``ValueError`` that names the fallback):
-RLlib's default connector pipelines only (no custom env-to-module / module-to-env pieces), stateless modules, one
-module per agent, synchronous vectorisation, numpy episodes. An ``on_episode_step`` callback is supported: the runner
-then also appends every step to its episode as the stock runner does (slower, still with batched forwards).
+RLlib's default connector pipelines only (no custom env-to-module / module-to-env pieces), stateless modules,
+synchronous vectorisation, numpy episodes, and every agent acting on every step. An ``on_episode_step`` callback is
+supported: the runner then also appends every step to its episode as the stock runner does (slower, still with
+batched forwards).
 """
 
 from __future__ import annotations
@@ -60,8 +67,8 @@ from ray.rllib.utils.metrics import (
     WEIGHTS_SEQ_NO,
 )
 
-from rllib_safe.env_runners.actions import AgentPolicy, env_action_fn, make_draw
-from rllib_safe.env_runners.rows import Rows, as_module_input, extend_buffer
+from rllib_safe.env_runners.actions import FusedPolicy, ModulePolicy, env_action_fn, group_env_action_fn
+from rllib_safe.env_runners.rows import Rows, extend_buffer
 
 #: What to use instead when the lock-step runner does not apply.
 FALLBACK = "use RLlib's runner: config.env_runners(env_runner_cls=MultiAgentEnvRunner)"
@@ -104,8 +111,9 @@ def check_lockstep_config(config: Any) -> None:
 
 
 def needs_step_episodes(callbacks: list, config: Any) -> bool:
-    """Whether a callback reads the episode on every step (``on_episode_step``), so that episodes must be appended to
-    step by step instead of being built in bulk.
+    """Whether a callback reads the episode on every step (``on_episode_step``).
+
+    Then the runner appends every step to its episode, as RLlib's runner does, instead of building episodes in bulk.
     """
     if config.callbacks_on_episode_step:
         return True
@@ -114,6 +122,9 @@ def needs_step_episodes(callbacks: list, config: Any) -> bool:
 
 class LockstepMultiAgentEnvRunner(MultiAgentEnvRunner):
     """RLlib's multi-agent EnvRunner with a batched sampling loop for lock-step tasks (see the module docstring)."""
+
+    #: Run agents whose actor modules have the same layers as one stacked batch (:class:`FusedLockstepEnvRunner`).
+    fuse_agents: bool = False
 
     def __init__(self, config: Any, **kwargs: Any) -> None:
         """Checks the config, then builds RLlib's runner (envs, module, connectors, callbacks) unchanged."""
@@ -126,6 +137,7 @@ class LockstepMultiAgentEnvRunner(MultiAgentEnvRunner):
         self._first_step_time: list[float | None] = []
         self._agents: list[str] = []  # agents in the order in which RLlib's runner draws their actions
         self._done_flags_cache: dict = {}
+        self._fused: dict = {}
         self._step_time: float | None = None
         super().__init__(config=config, **kwargs)
         self._step_episodes = needs_step_episodes(self._callbacks, self.config)
@@ -162,7 +174,7 @@ class LockstepMultiAgentEnvRunner(MultiAgentEnvRunner):
         self._rows.begin_call()
         num_runners = self.config.num_env_runners or 1
 
-        with torch.no_grad():
+        with torch.inference_mode():
             while (
                 (eps < num_episodes)
                 if num_timesteps is None
@@ -222,8 +234,9 @@ class LockstepMultiAgentEnvRunner(MultiAgentEnvRunner):
         return done_episodes + ongoing
 
     def _finish_ongoing_chunks(self, k: int) -> list[MultiAgentEpisode]:
-        """Writes the rows of every unfinished episode into its chunk, cuts it (RLlib's ``cut``, so the successor has
-        the configured lookback) and returns the chunks that hold steps.
+        """Writes the rows of every unfinished episode into its chunk and cuts it; returns the chunks with steps.
+
+        The successor chunks come from RLlib's ``MultiAgentEpisode.cut`` (with ``episode_lookback_horizon``).
         """
         returned = []
         continuations = []
@@ -253,48 +266,65 @@ class LockstepMultiAgentEnvRunner(MultiAgentEnvRunner):
     # ----------------------------------------------------------------------------------------------------------------
     # Actions.
     # ----------------------------------------------------------------------------------------------------------------
-    def _policy(self, explore: bool) -> list[AgentPolicy]:
-        """How each agent acts in this call, in the order in which RLlib's runner draws the agents' actions."""
-        policy = []
+    def _policy(self, explore: bool) -> list:
+        """How the agents act in this call.
+
+        One :class:`ModulePolicy` per agent, in the order in which RLlib's runner draws the agents' actions, or (with
+        ``fuse_agents``) one :class:`FusedPolicy` per group of agents with the same actor layers.
+        """
         episode = self._ongoing_episodes[0]
+        modules, spaces = {}, self.env.single_action_spaces
         for aid in self._agents:
             mid = (
                 episode.module_for(aid)
                 if aid in episode.agent_episodes
                 else self.config.policy_mapping_fn(aid, episode)
             )
-            module = self.module[mid]
-            if module.training:
-                module.eval()  # what RLModule.forward_exploration/inference do around each of their calls
-            if explore:
-                forward, dist_cls = module._forward_exploration, module.get_exploration_action_dist_cls()
-            else:
-                forward, dist_cls = module._forward_inference, module.get_inference_action_dist_cls()
-            space = self.env.single_action_spaces[aid]
-            to_env = env_action_fn(space, self.config.normalize_actions, self.config.clip_actions)
-            policy.append(AgentPolicy(aid, mid, forward, make_draw(dist_cls, explore), to_env))
-        return policy
+            modules[aid] = self.module[mid]
+            if modules[aid].training:
+                modules[aid].eval()  # what RLModule.forward_exploration/inference do around each of their calls
+        normalize, clip = self.config.normalize_actions, self.config.clip_actions
+        groups = self._rows.groups if self.fuse_agents else [[aid] for aid in self._agents]
+        noise = None
+        if any(len(group) > 1 for group in groups):  # the fused groups' noise for this call, seeded by torch's RNG
+            noise = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        units = []
+        for block, group in enumerate(groups):
+            if len(group) == 1:
+                (aid,) = group
+                units.append(ModulePolicy(aid, modules[aid], explore, env_action_fn(spaces[aid], normalize, clip)))
+                continue
+            cache_key = (tuple(group), explore, tuple(id(modules[aid]) for aid in group))
+            if cache_key not in self._fused:  # keeps the stacked weights between calls
+                to_env = group_env_action_fn([spaces[a] for a in group], normalize, clip)
+                self._fused[cache_key] = FusedPolicy(group, [modules[a] for a in group], block, explore, to_env)
+            self._fused[cache_key].refresh(noise, probe=self._rows.blocks[block][self._row])
+            units.append(self._fused[cache_key])
+        return units
+
+    def _groups(self, first_obs: dict, episode: MultiAgentEpisode) -> list[list[str]] | None:
+        """With ``fuse_agents``: the groups of agents with the same actor layers and 1-D observations of one dtype."""
+        if not self.fuse_agents or self.module is None:
+            return None
+        groups: dict = {}
+        for aid in first_obs:
+            module = self.module[episode.module_for(aid)]
+            obs = np.asarray(first_obs[aid])
+            signature = FusedPolicy.signature(module)
+            key = (signature, obs.dtype, obs.ndim) if signature is not None and obs.ndim == 1 else ("alone", aid)
+            groups.setdefault(key, []).append(aid)
+        return list(groups.values())
 
     def _policy_actions(self, k: int, acting: np.ndarray, policy: list, explore: bool, t: int) -> list[dict]:
         """Computes the actions of row ``k`` from the observations in row ``k - 1``.
 
-        One batched forward pass per agent module over the acting envs, actions drawn as RLlib's ``GetActions`` draws
-        them; actions and model outputs go into row ``k``. Returns each acting env's action dict for ``env.step``.
+        One batched forward pass per agent module (or agent group) over the acting envs, actions drawn as RLlib's
+        ``GetActions`` draws them; actions and model outputs go into row ``k``. Returns each acting env's action dict.
         """
         everyone = len(acting) == self.num_envs
-        rows = self._rows
-        device = self._device
         env_actions = {}
-        for agent in policy:
-            aid = agent.agent_id
-            obs = rows.obs[aid][k - 1] if everyone else rows.obs[aid][k - 1, acting]
-            batch = {Columns.OBS: as_module_input(obs, device)}
-            out = agent.forward(batch, t=t) if explore else agent.forward(batch)
-            agent.draw(out)
-            for key, value in out.items():
-                rows.write(aid, key, k, acting, everyone, value.detach().cpu().numpy())
-            actions = rows.column(aid, Columns.ACTIONS)
-            env_actions[aid] = agent.to_env(actions[k] if everyone else actions[k, acting])
+        for unit in policy:
+            env_actions.update(unit.act(self._rows, k, acting, everyone, self._device, t))
         return [{aid: env_actions[aid][j] for aid in self._agents} for j in range(len(acting))]
 
     def _random_actions(self, k: int, acting: np.ndarray) -> list[dict]:
@@ -403,7 +433,7 @@ class LockstepMultiAgentEnvRunner(MultiAgentEnvRunner):
         self._ongoing_episodes_for_metrics.clear()
         observations, infos = self._try_env_reset(seed=self._seed if self._needs_initial_reset else None, options=None)
         if self._rows is None or len(self._pending_reset) != self.num_envs:
-            self._setup_rows(observations)
+            self._setup_rows(observations, episodes[0])
         self._pending_reset[:] = False
         for i in range(self.num_envs):
             episodes[i].add_env_reset(observations=observations[i], infos=infos[i])
@@ -425,24 +455,27 @@ class LockstepMultiAgentEnvRunner(MultiAgentEnvRunner):
         self._info_rows[i].clear()
         self._first_step_time[i] = None
 
-    def _setup_rows(self, observations: list[dict]) -> None:
+    def _setup_rows(self, observations: list[dict], episode: MultiAgentEpisode) -> None:
         n = self.num_envs
         first = observations[0]
         capacity = max(8, self.config.get_rollout_fragment_length(self.worker_index or 0) + 2)
-        self._rows = Rows({aid: np.asarray(o) for aid, o in first.items()}, num_envs=n, capacity=capacity)
+        first = {aid: np.asarray(o) for aid, o in first.items()}
+        self._rows = Rows(first, num_envs=n, capacity=capacity, groups=self._groups(first, episode))
         self._row = 0
         self._chunk_start = np.zeros(n, dtype=np.int64)
         self._pending_reset = np.zeros(n, dtype=bool)
         self._info_rows = [[] for _ in range(n)]
         self._first_step_time = [None] * n
 
-    @staticmethod
-    def _rng_order(episode: MultiAgentEpisode) -> list[str]:
+    def _rng_order(self, episode: MultiAgentEpisode) -> list[str]:
         """The agents in the order in which RLlib's runner draws their actions from torch's RNG.
 
         RLlib's env-to-module pipeline walks ``episode.get_agents_that_stepped()`` (a set), so the modules come in the
         set's iteration order (fixed within a process; it depends on ``PYTHONHASHSEED`` across processes).
+        With ``fuse_agents`` (no bitwise match with RLlib's runner to keep): the env's order of agents.
         """
+        if self.fuse_agents:
+            return list(episode.agent_episodes)
         return list(episode.get_agents_that_stepped())
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -506,9 +539,11 @@ class LockstepMultiAgentEnvRunner(MultiAgentEnvRunner):
         extend_buffer(buffer, values)
 
     def _done_flags(self, terminateds: dict, truncateds: dict) -> tuple:
-        """``(episode terminated, episode truncated, {agent: (terminated, truncated)})`` of an episode whose last step
-        returned these flags, as ``MultiAgentEpisode.add_env_step`` decides them (it is run on a one-step scratch
-        episode, so that both runners follow RLlib's rules, or a fix of them, in the same way).
+        """The done flags of an episode whose last step returned ``terminateds`` and ``truncateds``.
+
+        Returns ``(episode terminated, episode truncated, {agent: (terminated, truncated)})`` as
+        ``MultiAgentEpisode.add_env_step`` decides them: it runs on a one-step scratch episode, so that both runners
+        follow RLlib's rules (or a fix of them) in the same way.
         """
         key = (tuple(terminateds.items()), tuple(truncateds.items()))
         flags = self._done_flags_cache.get(key)
@@ -564,4 +599,23 @@ class LockstepError(ValueError):
         super().__init__(f"LockstepMultiAgentEnvRunner: {what}; every agent must act on every step; {FALLBACK}.")
 
 
-__all__ = ["LockstepError", "LockstepMultiAgentEnvRunner", "check_lockstep_config", "needs_step_episodes"]
+class FusedLockstepEnvRunner(LockstepMultiAgentEnvRunner):
+    """:class:`LockstepMultiAgentEnvRunner` that runs agents whose actors have the same layers as one stacked batch.
+
+    Agents with :class:`~rllib_safe.core.rl_modules.SafeActorTorchRLModule` actors of the same hidden sizes and
+    activation (observation sizes may differ; the smaller ones are padded with zeros) share one batched forward pass
+    and one standard-normal draw per step. Same episodes as RLlib's runner in layout and distribution; the actions of
+    a given seed differ from RLlib's (batched matrix products round differently, the random numbers are drawn in
+    another order), and they do not depend on ``PYTHONHASHSEED``.
+    """
+
+    fuse_agents = True
+
+
+__all__ = [
+    "FusedLockstepEnvRunner",
+    "LockstepError",
+    "LockstepMultiAgentEnvRunner",
+    "check_lockstep_config",
+    "needs_step_episodes",
+]

@@ -3,15 +3,23 @@ same seeds), callbacks, metrics and state; it refuses what it cannot do; algorit
 
 import numpy as np
 import pytest
+import torch
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core import COMPONENT_RL_MODULE
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchDiagGaussian
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
 from rllib_safe.algorithms.registry import get_config
 from rllib_safe.callbacks import SafeCostCallback
-from rllib_safe.env_runners import LockstepError, LockstepMultiAgentEnvRunner, env_runner_class
+from rllib_safe.env_runners import (
+    FusedLockstepEnvRunner,
+    LockstepError,
+    LockstepMultiAgentEnvRunner,
+    env_runner_class,
+)
 from tests.conftest import small_config
 
 
@@ -175,6 +183,53 @@ def test_bulk_episodes_keep_custom_data_and_callback_counts():
     assert metrics["num_episodes"].peek() == done
 
 
+def test_fused_runner_gives_stock_episodes_up_to_rounding():
+    """Six HalfCheetah agents (observations of 8 and 9 numbers) in one stacked batch: same episode layout as RLlib's
+    runner (only time limits end these episodes), log-probabilities and distribution inputs of the actors, and
+    reproducible for a seed."""
+    config = runner_config("Safety6x1HalfCheetahVelocity-v0", 2, steps=15, fragment=10)
+    stock, _ = sample_calls(MultiAgentEnvRunner, config, calls=3)
+    fused, metrics = sample_calls(FusedLockstepEnvRunner, config, calls=3)
+    again, _ = sample_calls(FusedLockstepEnvRunner, config, calls=3)
+    assert_same(fused, again)
+    runner = FusedLockstepEnvRunner(config=config)
+    assert runner.sample(num_timesteps=2) and runner._rows.groups == [[f"agent_{i}" for i in range(6)]]
+    for call_stock, call_fused in zip(stock, fused):
+        assert [ep["episode"] for ep in call_stock] == [ep["episode"] for ep in call_fused]
+        for ep_stock, ep_fused in zip(call_stock, call_fused):
+            for aid, a in ep_fused["agents"].items():
+                b = ep_stock["agents"][aid]
+                assert a["flags"] == b["flags"] and a["env_t_to_agent_t"] == b["env_t_to_agent_t"]
+                for name in ("obs", "actions", "rewards", *[key for key in b if key.startswith("extra/")]):
+                    assert (a[name][0].dtype, a[name][0].shape, a[name][1:]) == (
+                        b[name][0].dtype,
+                        b[name][0].shape,
+                        b[name][1:],
+                    )
+                assert set(a["infos"][0][-1]) == set(b["infos"][0][-1])
+                adi, actions = a["extra/action_dist_inputs"][0], a["actions"][0]
+                logp = TorchDiagGaussian.from_logits(torch.from_numpy(adi)).logp(torch.from_numpy(actions)).numpy()
+                np.testing.assert_allclose(a["extra/action_logp"][0], logp, rtol=1e-5, atol=1e-5)
+                module = runner.module[aid]
+                obs = torch.from_numpy(np.ascontiguousarray(a["obs"][0][:-1]))
+                expected = module._forward_exploration({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS].numpy()
+                np.testing.assert_allclose(adi, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(
+        stock[0][0]["agents"]["agent_0"]["obs"][0][0], fused[0][0]["agents"]["agent_0"]["obs"][0][0]
+    )
+    assert metrics["episode_cost_count"]["agent_0"] >= 2
+
+    # An actor whose forward pass is no longer the plain MLP is refused, not silently replaced.
+    module = runner.module["agent_3"]
+    plain = module._forward
+    module._forward = lambda batch, **kw: {k: v * 1.01 for k, v in plain(batch, **kw).items()}
+    with torch.no_grad():
+        module.log_std.add_(0.1)  # as a weight sync does: the fused runner restacks and checks
+    with pytest.raises(ValueError, match="stacked actor of 'agent_3' disagrees"):
+        runner.sample(num_timesteps=2)
+    runner.stop()
+
+
 class NotLockstep(MultiAgentEnv):
     """Two agents; agent_1 skips every third step."""
 
@@ -198,6 +253,42 @@ class NotLockstep(MultiAgentEnv):
         return obs, {a: 0.0 for a in acting}, {"__all__": False}, {"__all__": self.t >= 10}, {}
 
 
+class FailsOnce(NotLockstep):
+    """Lock-step, 10-step episodes; the third step of the first env instance of the process raises."""
+
+    failures = 0
+
+    def step(self, actions):
+        self.t += 1
+        if self.t == 3 and FailsOnce.failures == 0:
+            FailsOnce.failures += 1
+            raise RuntimeError("simulator crashed")
+        obs = {a: np.full(2, 0.1 * self.t, np.float32) for a in self.agents}
+        done = self.t >= 10
+        return obs, {a: 1.0 for a in self.agents}, {"__all__": False}, {a: done for a in [*self.agents, "__all__"]}, {}
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_a_failing_env_is_recreated_or_raises_as_rllib_does(restart):
+    FailsOnce.failures = 0
+    config = (
+        PPOConfig()
+        .environment(FailsOnce)
+        .multi_agent(policies={"agent_0", "agent_1"}, policy_mapping_fn=lambda aid, *a, **k: aid)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=2, env_runner_cls=FusedLockstepEnvRunner)
+        .fault_tolerance(restart_failed_sub_environments=restart)
+    )
+    runner = FusedLockstepEnvRunner(config=config)
+    if not restart:
+        with pytest.raises(RuntimeError):
+            runner.sample(num_timesteps=30)
+        return
+    episodes = runner.sample(num_timesteps=30)
+    assert sum(len(e) for e in episodes) >= 30
+    assert all(len(e) == 10 for e in episodes if e.is_done) and any(e.is_done for e in episodes)
+    assert runner.get_metrics()["num_env_step_failures"].peek() == 1
+
+
 def test_an_env_that_is_not_lockstep_gets_a_clear_error():
     config = (
         PPOConfig()
@@ -216,7 +307,7 @@ def test_an_env_that_is_not_lockstep_gets_a_clear_error():
         (lambda c: c.env_runners(gym_env_vectorize_mode="async"), "gym_env_vectorize_mode"),
         (lambda c: c.env_runners(env_to_module_connector=lambda env, spaces, device: []), "env_to_module_connector"),
         (lambda c: c.env_runners(episodes_to_numpy=False), "episodes_to_numpy"),
-        (lambda c: c.env_runners(env_runner_cls="nope"), "Known names: lockstep, stock"),
+        (lambda c: c.env_runners(env_runner_cls="nope"), "Known names: lockstep, fused, stock"),
     ],
 )
 def test_unsupported_settings_fail_in_validate_naming_the_field(change, field):
@@ -226,7 +317,7 @@ def test_unsupported_settings_fail_in_validate_naming_the_field(change, field):
 
 
 def test_the_stock_runner_stays_selectable():
-    assert small_config("MAPPO").env_runner_cls is LockstepMultiAgentEnvRunner
+    assert small_config("MAPPO").env_runner_cls is FusedLockstepEnvRunner
     config = small_config("MAPPO")
     config.env_runner_cls = "stock"  # what `--config env_runner_cls=stock` sets
     config.validate()
@@ -249,7 +340,7 @@ def test_training_with_remote_lockstep_runners_and_evaluation():
     finally:
         algo.stop()
     env = result["env_runners"]
-    assert runners == ["LockstepMultiAgentEnvRunner"]
+    assert runners == ["FusedLockstepEnvRunner"]
     assert env["num_env_steps_sampled_lifetime"] >= 320 > first["env_runners"]["num_env_steps_sampled_lifetime"]
     assert env["num_episodes"] >= 1 and env["episode_len_mean"] <= 40
     assert env["episode_cost_count"]["agent_0"] == env["num_episodes"]
