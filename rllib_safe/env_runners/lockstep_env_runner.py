@@ -24,7 +24,8 @@ drawing the modules' actions from torch's RNG, and the seeding of ``reset`` (``_
 
 :class:`FusedLockstepEnvRunner` (the default of rllib_safe's on-policy configs) also runs the agents whose actors have
 the same layers as one stacked batch in numpy: the per-step cost of the policy no longer grows with the number of
-agents. Same episodes in layout and distribution, not bitwise (see :class:`~rllib_safe.env_runners.actions.FusedPolicy`).
+agents. Same episodes in layout and distribution, not bitwise (see
+:class:`~rllib_safe.env_runners.actions.FusedPolicy`).
 
 How to use them::
 
