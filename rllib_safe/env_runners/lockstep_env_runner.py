@@ -22,15 +22,15 @@ keeps the stock runner's schedule (an env that finished sits out the next vector
 drawing the modules' actions from torch's RNG, and the seeding of ``reset`` (``_seed`` on the first reset after
 ``_needs_initial_reset``, which ``SequentialAlgorithm.reseed_env_runners`` sets).
 
-:class:`FusedLockstepEnvRunner` (the default of rllib_safe's on-policy configs) also runs the agents whose actors have
+:class:`FusedLockstepEnvRunner` also runs the agents whose actors have
 the same layers as one stacked batch in numpy: the per-step cost of the policy no longer grows with the number of
 agents. Same episodes in layout and distribution, not bitwise (see
 :class:`~rllib_safe.env_runners.actions.FusedPolicy`).
 
 How to use them::
 
-    config.env_runners(env_runner_cls=FusedLockstepEnvRunner)         # rllib_safe's on-policy configs: the default
-    config.env_runners(env_runner_cls=LockstepMultiAgentEnvRunner)    # bitwise RLlib's episodes, faster
+    config.env_runners(env_runner_cls=LockstepMultiAgentEnvRunner)    # rllib_safe's on-policy configs: the default
+    config.env_runners(env_runner_cls=FusedLockstepEnvRunner)         # agents with equal actors in one batch
     config.env_runners(env_runner_cls=MultiAgentEnvRunner)            # RLlib's stock runner
 
 Limits (checked by :func:`check_lockstep_config` and at run time, each with a ``ValueError`` that names the fallback):

@@ -317,7 +317,7 @@ def test_unsupported_settings_fail_in_validate_naming_the_field(change, field):
 
 
 def test_the_stock_runner_stays_selectable():
-    assert small_config("MAPPO").env_runner_cls is FusedLockstepEnvRunner
+    assert small_config("MAPPO").env_runner_cls is LockstepMultiAgentEnvRunner
     config = small_config("MAPPO")
     config.env_runner_cls = "stock"  # what `--config env_runner_cls=stock` sets
     config.validate()
@@ -340,7 +340,7 @@ def test_training_with_remote_lockstep_runners_and_evaluation():
     finally:
         algo.stop()
     env = result["env_runners"]
-    assert runners == ["FusedLockstepEnvRunner"]
+    assert runners == ["LockstepMultiAgentEnvRunner"]
     assert env["num_env_steps_sampled_lifetime"] >= 320 > first["env_runners"]["num_env_steps_sampled_lifetime"]
     assert env["num_episodes"] >= 1 and env["episode_len_mean"] <= 40
     assert env["episode_cost_count"]["agent_0"] == env["num_episodes"]

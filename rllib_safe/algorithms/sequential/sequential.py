@@ -43,12 +43,7 @@ from ray.rllib.utils.metrics import (
 from rllib_safe.callbacks import SafeCostCallback, mean_episode_costs
 from rllib_safe.core.columns import CRITIC_ID
 from rllib_safe.core.rl_modules import CentralCriticTorchRLModule, SafeActorTorchRLModule
-from rllib_safe.env_runners import (
-    FusedLockstepEnvRunner,
-    LockstepMultiAgentEnvRunner,
-    check_lockstep_config,
-    env_runner_class,
-)
+from rllib_safe.env_runners import LockstepMultiAgentEnvRunner, check_lockstep_config, env_runner_class
 
 logger = logging.getLogger(__name__)
 
@@ -147,12 +142,13 @@ class SequentialConfig(PPOConfig):
     ``clip_param`` 0.2, ``entropy_coeff`` 0.01, ``gamma`` 0.99, ``lambda_`` 0.95, ``grad_clip`` 10
     (HARL/SafePO ``max_grad_norm``), ``minibatch_size`` 1000, ``train_batch_size_per_learner`` 4000.
 
-    Sampling: ``env_runner_cls`` defaults to :class:`~rllib_safe.env_runners.FusedLockstepEnvRunner`, RLlib's
+    Sampling: ``env_runner_cls`` defaults to :class:`~rllib_safe.env_runners.LockstepMultiAgentEnvRunner`, RLlib's
     multi-agent EnvRunner with a batched loop for tasks in which every agent acts on every step (all rllib_safe tasks):
-    the same episodes in layout and distribution, several times faster. ``"lockstep"``
-    (:class:`~rllib_safe.env_runners.LockstepMultiAgentEnvRunner`) gives bitwise RLlib's episodes for a seed, a bit
-    slower; ``"stock"`` is RLlib's ``MultiAgentEnvRunner``: ``config.env_runners(env_runner_cls="stock")`` (or the
-    class itself), ``--config env_runner_cls=stock`` on the command line.
+    bitwise RLlib's episodes for a seed, several times faster. ``"fused"``
+    (:class:`~rllib_safe.env_runners.FusedLockstepEnvRunner`) also runs agents with equal actor layers as one batch
+    (faster still, most with many agents; the same episodes up to float rounding); ``"stock"`` is RLlib's
+    ``MultiAgentEnvRunner``: ``config.env_runners(env_runner_cls="stock")`` (or a class), ``--config
+    env_runner_cls=stock`` on the command line.
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -170,7 +166,7 @@ class SequentialConfig(PPOConfig):
         self.use_kl_loss = False
         self.kl_coeff = 0.0
         self.callbacks_class = SafeCostCallback
-        self.env_runner_cls = FusedLockstepEnvRunner
+        self.env_runner_cls = LockstepMultiAgentEnvRunner
         # rllib_safe keys (every key gets its default here).
         self.sequential = True
         self.happo_factor_clip = None
