@@ -81,6 +81,7 @@ def build_config(name: str, env: str, args: argparse.Namespace) -> Any:
         get_config(name)
         .environment(env)
         .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
+        .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
         .training(
             train_batch_size_per_learner=args.batch_size,
             minibatch_size=args.minibatch_size,
@@ -101,7 +102,8 @@ def measure_in_subprocess(
     """:func:`measure` in a fresh process (peak memory is per process and never goes down)."""
     apply_presets(args)
     cmd = [sys.executable, os.path.abspath(__file__), "--single", name, env]
-    for key in ("iters", "batch_size", "minibatch_size", "num_epochs", "num_env_runners", "num_envs_per_env_runner"):
+    keys = ("iters", "batch_size", "minibatch_size", "num_epochs", "num_env_runners", "num_envs_per_env_runner")
+    for key in (*keys, "num_learners", "num_gpus_per_learner"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--hiddens", *map(str, args.hiddens)]
     if env_runner or args.env_runner:
@@ -128,6 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--safepo", action="store_true", help="SafePO's batch: 10,000 steps, 5 epochs, 1 minibatch, hidden 128x2"
     )
+    parser.add_argument("--num-learners", type=int, default=0, help="0: the learner runs in the driver")
+    parser.add_argument("--num-gpus-per-learner", type=float, default=0, help="GPUs per learner (0: CPU)")
     parser.add_argument("--single", nargs=2, metavar=("ALGO", "TASK"), help=argparse.SUPPRESS)
 
 
@@ -184,8 +188,8 @@ def main() -> None:
         f"\n{args.env}: batch {args.batch_size} env steps/iteration, {args.num_epochs} epochs x minibatch "
         f"{args.minibatch_size}, hidden {args.hiddens}, {args.num_env_runners} EnvRunner(s) x "
         f"{args.num_envs_per_env_runner} env(s), {args.iters} timed iterations, best of {args.repeats} repeat(s), "
-        f"{os.cpu_count()} CPUs, load average "
-        f"{load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end"
+        f"{os.cpu_count()} CPUs, {max(1, args.num_learners)} learner(s) x {args.num_gpus_per_learner:g} GPU, load "
+        f"average {load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end"
     )
     header = (
         f"{'algorithm':18s} {'EnvRunner':9s} {'env-steps/s':>11s} {'x stock':>7s} {'s/iter':>7s} {'sampling':>9s} "
