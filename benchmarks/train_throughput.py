@@ -9,9 +9,16 @@ times the Algorithm logs (``timers/sample_s``; ``timers/update_and_sync_s``: lea
 memory is the maximum resident set size of the driver (which hosts the learner) and of the EnvRunner processes; every
 measurement runs in a fresh process.
 
+Each algorithm runs once per EnvRunner class of ``--runners`` (``stock``: RLlib's ``MultiAgentEnvRunner``;
+``lockstep``: ``LockstepMultiAgentEnvRunner``; ``fused``: ``FusedLockstepEnvRunner``), so that the table compares them
+in one run on the same machine; ``--repeats N`` measures them N times, interleaved, and keeps each one's fastest run
+(for a machine shared with other jobs). ``--safepo`` takes SafePO's batch for the MAMuJoCo tasks: 10,000 env steps
+per iteration, 5 epochs of 1 minibatch, actor and critics with two hidden layers of 128.
+
 How to run::
 
-    python benchmarks/train_throughput.py   # MAPPO, HAPPO, MAPPOLagrangian on Safety2x4AntVelocity-v0
+    python benchmarks/train_throughput.py   # MAPPO, HAPPO, MAPPOLagrangian on Safety2x4AntVelocity-v0, each runner
+    python benchmarks/train_throughput.py --algos MAPPOLagrangian --safepo --repeats 2
     python benchmarks/train_throughput.py --iters 5 --num-env-runners 2 --batch-size 8000
 """
 
@@ -61,11 +68,16 @@ def measure(config: Any, iters: int) -> dict[str, float]:
         algo.stop()
 
 
+#: SafePO's on-policy batch for the (Safe) MAMuJoCo tasks: env steps per iteration, epochs, minibatches, hidden sizes.
+SAFEPO_BATCH = {"batch_size": 10_000, "num_epochs": 5, "num_minibatches": 1, "hiddens": [128, 128]}
+
+
 def build_config(name: str, env: str, args: argparse.Namespace) -> Any:
     """The benchmark config of one algorithm (the same batch sizes for every algorithm)."""
     from rllib_safe.algorithms.registry import get_config
+    from rllib_safe.env_runners import env_runner_class
 
-    return (
+    config = (
         get_config(name)
         .environment(env)
         .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
@@ -74,17 +86,28 @@ def build_config(name: str, env: str, args: argparse.Namespace) -> Any:
             train_batch_size_per_learner=args.batch_size,
             minibatch_size=args.minibatch_size,
             num_epochs=args.num_epochs,
+            actor_hiddens=list(args.hiddens),
+            critic_hiddens=list(args.hiddens),
         )
         .debugging(seed=0)
     )
+    if args.env_runner:
+        config.env_runners(env_runner_cls=env_runner_class(args.env_runner))
+    return config
 
 
-def measure_in_subprocess(name: str, env: str, args: argparse.Namespace) -> dict[str, float]:
+def measure_in_subprocess(
+    name: str, env: str, args: argparse.Namespace, env_runner: str | None = None
+) -> dict[str, float]:
     """:func:`measure` in a fresh process (peak memory is per process and never goes down)."""
+    apply_presets(args)
     cmd = [sys.executable, os.path.abspath(__file__), "--single", name, env]
     keys = ("iters", "batch_size", "minibatch_size", "num_epochs", "num_env_runners", "num_envs_per_env_runner")
     for key in (*keys, "num_learners", "num_gpus_per_learner"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    cmd += ["--hiddens", *map(str, args.hiddens)]
+    if env_runner or args.env_runner:
+        cmd += ["--env-runner", env_runner or args.env_runner]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -98,11 +121,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4000)
     parser.add_argument("--minibatch-size", type=int, default=1000)
     parser.add_argument("--num-epochs", type=int, default=5)
+    parser.add_argument("--hiddens", nargs="+", type=int, default=[128, 128], help="actor and critic hidden sizes")
     parser.add_argument("--num-env-runners", type=int, default=2)
     parser.add_argument("--num-envs-per-env-runner", type=int, default=4)
+    parser.add_argument(
+        "--env-runner", choices=["stock", "lockstep", "fused"], help="EnvRunner class (default: the config's)"
+    )
+    parser.add_argument(
+        "--safepo", action="store_true", help="SafePO's batch: 10,000 steps, 5 epochs, 1 minibatch, hidden 128x2"
+    )
     parser.add_argument("--num-learners", type=int, default=0, help="0: the learner runs in the driver")
     parser.add_argument("--num-gpus-per-learner", type=float, default=0, help="GPUs per learner (0: CPU)")
     parser.add_argument("--single", nargs=2, metavar=("ALGO", "TASK"), help=argparse.SUPPRESS)
+
+
+def apply_presets(args: argparse.Namespace) -> None:
+    """``--safepo``: SafePO's batch (:data:`SAFEPO_BATCH`) replaces the batch options."""
+    if args.safepo:
+        args.batch_size = SAFEPO_BATCH["batch_size"]
+        args.num_epochs = SAFEPO_BATCH["num_epochs"]
+        args.minibatch_size = SAFEPO_BATCH["batch_size"] // SAFEPO_BATCH["num_minibatches"]
+        args.hiddens = SAFEPO_BATCH["hiddens"]
 
 
 def run_single(args: argparse.Namespace) -> None:
@@ -122,35 +161,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--algos", nargs="*", default=["MAPPO", "HAPPO", "MAPPOLagrangian"])
     parser.add_argument("--env", default="Safety2x4AntVelocity-v0")
+    parser.add_argument("--runners", nargs="*", default=["stock", "lockstep", "fused"], help="EnvRunners to compare")
     parser.add_argument("--raw-steps", type=int, default=3000, help="env steps for the raw env speed")
+    parser.add_argument("--repeats", type=int, default=1, help="measure every (algorithm, runner) this often")
     add_arguments(parser)
     args = parser.parse_args()
+    apply_presets(args)
     if args.single:
         return run_single(args)
 
     from rllib_safe.envs import make
 
+    load = os.getloadavg()[0]
     raw, _ = time_env(make(args.env), args.raw_steps)
-    rows = [(name, measure_in_subprocess(name, args.env, args)) for name in args.algos]
+    runners = [args.env_runner] if args.env_runner else args.runners
+    best: dict[tuple[str, str], dict[str, float]] = {}
+    for _ in range(args.repeats):  # runners interleaved, the fastest repeat counts (the machine may be shared)
+        for name in args.algos:
+            for runner in runners:
+                m = measure_in_subprocess(name, args.env, args, env_runner=runner)
+                if m["env_steps_per_s"] > best.get((name, runner), {}).get("env_steps_per_s", 0.0):
+                    best[(name, runner)] = m
+    rows = [(name, runner, best[(name, runner)]) for name in args.algos for runner in runners]
 
     print(
         f"\n{args.env}: batch {args.batch_size} env steps/iteration, {args.num_epochs} epochs x minibatch "
-        f"{args.minibatch_size}, {args.num_env_runners} EnvRunner(s) x {args.num_envs_per_env_runner} env(s), "
-        f"{args.iters} timed iterations, {os.cpu_count()} CPUs, "
-        f"{max(1, args.num_learners)} learner(s) x {args.num_gpus_per_learner:g} GPU"
+        f"{args.minibatch_size}, hidden {args.hiddens}, {args.num_env_runners} EnvRunner(s) x "
+        f"{args.num_envs_per_env_runner} env(s), {args.iters} timed iterations, best of {args.repeats} repeat(s), "
+        f"{os.cpu_count()} CPUs, {max(1, args.num_learners)} learner(s) x {args.num_gpus_per_learner:g} GPU, load "
+        f"average {load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end"
     )
     header = (
-        f"{'algorithm':18s} {'env-steps/s':>11s} {'s/iter':>7s} {'sampling':>9s} {'update':>8s} "
-        f"{'driver peak MiB':>16s} {'EnvRunner peak MiB':>19s}"
+        f"{'algorithm':18s} {'EnvRunner':9s} {'env-steps/s':>11s} {'x stock':>7s} {'s/iter':>7s} {'sampling':>9s} "
+        f"{'update':>8s} {'driver peak MiB':>16s} {'EnvRunner peak MiB':>19s}"
     )
     print(header)
     print("-" * len(header))
-    for name, m in rows:
+    stock = {name: m["env_steps_per_s"] for name, runner, m in rows if runner == "stock"}
+    for name, runner, m in rows:
+        speedup = f"{m['env_steps_per_s'] / stock[name]:7.2f}" if name in stock else f"{'-':>7s}"
         print(
-            f"{name:18s} {m['env_steps_per_s']:11.0f} {m['seconds_per_iter']:7.1f} {m['sampling_share']:9.0%} "
-            f"{m['learner_share']:8.0%} {m['driver_peak_mib']:16.0f} {m['env_runner_peak_mib']:19.0f}"
+            f"{name:18s} {runner:9s} {m['env_steps_per_s']:11.0f} {speedup} {m['seconds_per_iter']:7.1f} "
+            f"{m['sampling_share']:9.0%} {m['learner_share']:8.0%} {m['driver_peak_mib']:16.0f} "
+            f"{m['env_runner_peak_mib']:19.0f}"
         )
-    print(f"{'raw env (1 core)':18s} {raw:11.0f}")
+    print(f"{'raw env (1 core)':28s} {raw:11.0f}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from rllib_safe.algorithms.sequential.lost_env_runners import sample_with_bounde
 from rllib_safe.callbacks import SafeCostCallback, mean_episode_costs
 from rllib_safe.core.columns import CRITIC_ID
 from rllib_safe.core.rl_modules import CentralCriticTorchRLModule, SafeActorTorchRLModule
+from rllib_safe.env_runners import LockstepMultiAgentEnvRunner, check_lockstep_config, env_runner_class
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,14 @@ class SequentialConfig(PPOConfig):
     when an env's share is shorter (then some iterations end no episode and the duals wait for the next
     measurement). "complete_episodes" is not the default: RLlib 2.60 then stops each EnvRunner's sample once it has
     as many finished episodes as envs, dropping the unfinished ones, which favours short (e.g. fallen) episodes in J_c.
+
+    Sampling: ``env_runner_cls`` defaults to :class:`~rllib_safe.env_runners.LockstepMultiAgentEnvRunner`, RLlib's
+    multi-agent EnvRunner with a batched loop for tasks in which every agent acts on every step (all rllib_safe tasks):
+    bitwise RLlib's episodes for a seed, several times faster. ``"fused"``
+    (:class:`~rllib_safe.env_runners.FusedLockstepEnvRunner`) also runs agents with equal actor layers as one batch
+    (faster still, most with many agents; the same episodes up to float rounding); ``"stock"`` is RLlib's
+    ``MultiAgentEnvRunner``: ``config.env_runners(env_runner_cls="stock")`` (or a class), ``--config
+    env_runner_cls=stock`` on the command line.
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -198,6 +207,7 @@ class SequentialConfig(PPOConfig):
         self.use_kl_loss = False
         self.kl_coeff = 0.0
         self.callbacks_class = SafeCostCallback
+        self.env_runner_cls = LockstepMultiAgentEnvRunner
         # rllib_safe keys (every key gets its default here).
         self.sequential = True
         self.happo_factor_clip = None
@@ -314,10 +324,14 @@ class SequentialConfig(PPOConfig):
     def validate(self) -> None:
         """Checks every rllib_safe field, then fills in the per-agent module setup from the task."""
         self._validate_safe_fields()
+        if isinstance(self.env_runner_cls, str):  # e.g. `--config env_runner_cls=stock`
+            self.env_runner_cls = env_runner_class(self.env_runner_cls)
         info = probe_env(self)
         self.cost_limits(info)  # raises on a malformed cost_limit
         if set(self.policies or ()) != set(info.agent_ids) | {CRITIC_ID}:
             self.multi_agent(policies=set(info.agent_ids) | {CRITIC_ID}, policy_mapping_fn=agent_to_module)
+        if isinstance(self.env_runner_cls, type) and issubclass(self.env_runner_cls, LockstepMultiAgentEnvRunner):
+            check_lockstep_config(self)
         if self.critic_update == "with_each_agent" and (self.num_learners or 0) > 1:
             # During one agent's turn the other agents' cost critics take no part in the loss: DDP must know.
             self.torch_ddp_kwargs = {"find_unused_parameters": True, **self.torch_ddp_kwargs}
