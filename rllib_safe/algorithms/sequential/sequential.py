@@ -57,6 +57,7 @@ class EnvInfo:
     state_space: gym.spaces.Box
     num_costs: int
     cost_limit: float
+    max_episode_steps: int = 1000
 
 
 @functools.lru_cache(maxsize=32)
@@ -86,6 +87,7 @@ def _probe(env: Any, env_config_items: tuple) -> EnvInfo:
             state_space=state_space,
             num_costs=int(getattr(instance, "num_costs", 1)),
             cost_limit=float(getattr(instance, "cost_limit", 25.0)),
+            max_episode_steps=int(getattr(instance, "max_episode_steps", 1000)),
         )
     finally:
         instance.close()
@@ -108,6 +110,35 @@ def probe_env(config: AlgorithmConfig) -> EnvInfo:
 def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
     """Policy mapping of the package: one module per agent, named after the agent."""
     return agent_id
+
+
+def check_positive(config: Any, name: str, allow_zero: bool = False) -> None:
+    """Raises ``ValueError`` naming ``config.<name>`` unless it is a finite positive (or non-negative) number."""
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}.")
+
+
+def check_unit(config: Any, name: str) -> None:
+    """Raises ``ValueError`` naming ``config.<name>`` unless it is a number in [0, 1]."""
+    value = getattr(config, name)
+    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+
+
+def check_dual_fields(config: Any) -> None:
+    """Checks the ``dual_*`` fields of a config with Lagrange multipliers (``dual_kwargs`` builds the rule)."""
+    if not (isinstance(config.dual_max, (int, float)) and config.dual_max >= config.dual_init):
+        raise ValueError(f"`dual_max` must be >= `dual_init` ({config.dual_init}), got {config.dual_max!r}.")
+    from rllib_safe.duals import RULES, make_dual
+
+    if config.dual_rule not in RULES:
+        raise ValueError(f"`dual_rule` must be one of {sorted(RULES)}, got {config.dual_rule!r}.")
+    try:
+        make_dual(config.dual_rule, **config.dual_kwargs(num_costs=1))
+    except ValueError as e:
+        raise ValueError(f"Invalid dual variable settings (`dual_*` fields): {e}") from None
 
 
 class SequentialConfig(PPOConfig):
@@ -248,18 +279,7 @@ class SequentialConfig(PPOConfig):
         super().validate()
 
     def _validate_safe_fields(self) -> None:
-        def positive(name: str, allow_zero: bool = False) -> None:
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-            if not ok or value < 0 or (value == 0 and not allow_zero):
-                raise ValueError(
-                    f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}."
-                )
-
-        def unit(name: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+        positive, unit = functools.partial(check_positive, self), functools.partial(check_unit, self)
 
         for name in ("lr", "critic_lr", "huber_delta", "clip_param"):
             positive(name)
@@ -288,16 +308,7 @@ class SequentialConfig(PPOConfig):
             raise ValueError(f"`happo_factor_clip` must be None or in (0, 1), got {self.happo_factor_clip!r}.")
         if self.target_kl is not None:
             positive("target_kl")
-        if not (isinstance(self.dual_max, (int, float)) and self.dual_max >= self.dual_init):
-            raise ValueError(f"`dual_max` must be >= `dual_init` ({self.dual_init}), got {self.dual_max!r}.")
-        from rllib_safe.duals import RULES, make_dual
-
-        if self.dual_rule not in RULES:
-            raise ValueError(f"`dual_rule` must be one of {sorted(RULES)}, got {self.dual_rule!r}.")
-        try:
-            make_dual(self.dual_rule, **self.dual_kwargs(num_costs=1))
-        except ValueError as e:
-            raise ValueError(f"Invalid dual variable settings (`dual_*` fields): {e}") from None
+        check_dual_fields(self)
 
     def dual_kwargs(self, num_costs: int) -> dict[str, Any]:
         """Constructor arguments of :func:`rllib_safe.duals.make_dual` from the ``dual_*`` fields."""
@@ -483,4 +494,13 @@ class SequentialAlgorithm(Algorithm):
             self._last_episode_costs = {aid: np.asarray(c) for aid, c in ours["last_episode_costs"].items()}
 
 
-__all__ = ["EnvInfo", "SequentialAlgorithm", "SequentialConfig", "agent_to_module", "probe_env"]
+__all__ = [
+    "EnvInfo",
+    "SequentialAlgorithm",
+    "SequentialConfig",
+    "agent_to_module",
+    "check_dual_fields",
+    "check_positive",
+    "check_unit",
+    "probe_env",
+]
