@@ -46,7 +46,8 @@ def build_config(args: argparse.Namespace):
     config.env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
     config.learners(num_learners=args.num_learners)
     config.debugging(seed=args.seed)
-    config.training(train_batch_size_per_learner=args.batch_size)
+    if args.batch_size is not None:
+        config.training(train_batch_size_per_learner=args.batch_size)
     if args.cost_limit is not None:
         config.training(cost_limit=args.cost_limit)
     for key, value in _parse_overrides(args.config).items():
@@ -74,13 +75,15 @@ def _flatten(result: dict, agent_ids: list[str], dual_name: str) -> dict[str, An
     }
     for aid in agent_ids:
         stats = learners.get(aid, {})
-        for key in ("episode_cost", dual_name, "policy_loss", "entropy", "mean_kl", "happo_factor_mean"):
+        for key in ("episode_cost", dual_name, "policy_loss", "entropy", "mean_kl", "happo_factor_mean", "alpha"):
             if key in stats:
                 row[f"{aid}/{key}"] = stats[key]
     critic = learners.get("__critic__", {})
-    for key in ("vf_loss", "cost_vf_loss"):
+    for key in ("vf_loss", "cost_vf_loss", *OFF_POLICY_CRITIC_KEYS):
         if key in critic:
             row[f"critic/{key}"] = critic[key]
+    if "replay_buffer" in result:
+        row["replay_buffer/size"] = result["replay_buffer"].get("size")
     return {k: (float(v) if hasattr(v, "item") else v) for k, v in row.items()}
 
 
@@ -95,8 +98,27 @@ def _progress_line(row: dict, agent_ids: list[str], cost_limit: float, dual_name
     duals = [row.get(f"{aid}/{dual_name}") for aid in agent_ids]
     if any(d is not None for d in duals):
         line += " | " + dual_name.replace("lagrange_multiplier", "λ") + " " + " ".join(fmt(d, ".3f") for d in duals)
+    line += _off_policy_part(row, agent_ids, fmt)
     steps_per_s = (row["env_steps_this_iter"] / row["time_this_iter_s"]) if row.get("time_this_iter_s") else None
     return line + f" | {fmt(steps_per_s, '.0f')} env-steps/s | {fmt(row['time_total_s'], '.0f')} s"
+
+
+#: Critic metrics of the off-policy family (HASAC, ConstrainedHASAC, WCMASAC) in results and progress lines.
+OFF_POLICY_CRITIC_KEYS = ("q_loss", "cost_critic_loss", "cost_value", "cvar", "gradient_updates_per_s")
+
+
+def _off_policy_part(row: dict, agent_ids: list[str], fmt: Any) -> str:
+    """α per agent, Q and cost-critic losses, CVaR_ω, replay size and gradient updates/s (off-policy rows only)."""
+    if row.get("replay_buffer/size") is None:
+        return ""
+    part = " | α " + " ".join(fmt(row.get(f"{aid}/alpha"), ".3f") for aid in agent_ids)
+    part += f" | Q loss {fmt(row.get('critic/q_loss'), '.3g')}"
+    if row.get("critic/cost_critic_loss") is not None:
+        part += f" | cost loss {fmt(row['critic/cost_critic_loss'], '.3g')}"
+    if row.get("critic/cvar") is not None:
+        part += f" | CVaR {fmt(row['critic/cvar'], '.3g')}"
+    part += f" | buffer {int(row['replay_buffer/size'])} | {fmt(row.get('critic/gradient_updates_per_s'), '.0f')} upd/s"
+    return part
 
 
 def train(args: argparse.Namespace) -> int:
@@ -212,7 +234,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-env-runners", type=int, default=2, help="sampling processes (default 2)")
     p.add_argument("--num-envs-per-env-runner", type=int, default=4, help="vectorised envs per EnvRunner (default 4)")
     p.add_argument("--num-learners", type=int, default=0, help="0: learn in the driver process")
-    p.add_argument("--batch-size", type=int, default=4000, help="env steps per iteration (per learner)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="train_batch_size_per_learner: env steps per iteration for the on-policy algorithms (their default "
+        "4000), rows per gradient update for the off-policy ones (default 1000)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost-limit", type=float, default=None, help="limit on the episode cost (default: the task's)")
     p.add_argument("--output", default=None, help="results folder (default results/<algo>_<env>_<time>)")

@@ -115,6 +115,7 @@ class HASACConfig(AlgorithmConfig):
         self.gamma = 0.99
         self.train_batch_size_per_learner = 1000
         self.callbacks_class = SafeCostCallback
+        self.rollout_fragment_length = "auto"
         self.env_steps_per_iteration = 1000
         self.updates_per_env_step = 0.05
         self.num_steps_sampled_before_learning_starts = 10_000

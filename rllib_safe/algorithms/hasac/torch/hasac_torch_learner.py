@@ -44,7 +44,6 @@ import torch
 import torch.nn.functional as F
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.learner.training_data import TrainingData
-from ray.rllib.core.learner.utils import update_target_network
 
 from rllib_safe.algorithms.sequential.sequential import probe_env
 from rllib_safe.algorithms.sequential.sequential_learner import SafeLearner
@@ -73,6 +72,12 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
     for t in tensors:
         t.copy_(flat[offset : offset + t.numel()].view_as(t))
         offset += t.numel()
+
+
+@torch.no_grad()
+def polyak_update_(main: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
+    """``θ̄ ← τ θ + (1 − τ) θ̄`` for every parameter (RLlib's ``update_target_network``, in one fused op)."""
+    torch._foreach_lerp_(list(target.parameters()), list(main.parameters()), tau)
 
 
 @contextlib.contextmanager
@@ -111,7 +116,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
             self.register_optimizer(
                 module_id=module_id,
                 optimizer_name="policy",
-                optimizer=torch.optim.Adam(params),
+                optimizer=torch.optim.Adam(params, foreach=True),
                 params=params,
                 lr_or_lr_schedule=config.actor_lr,
             )
@@ -124,7 +129,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
             self.register_optimizer(
                 module_id=module_id,
                 optimizer_name=name,
-                optimizer=torch.optim.Adam(params),
+                optimizer=torch.optim.Adam(params, foreach=True),
                 params=params,
                 lr_or_lr_schedule=lr,
             )
@@ -234,7 +239,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         # 3. Hook (multipliers of WCMASAC), 4. targets.
         self.after_actor_updates(critics, batch, actions, stats)
         for main, target in critics.get_target_network_pairs():
-            update_target_network(main_net=main, target_net=target, tau=self.config.tau)
+            polyak_update_(main, target, self.config.tau)
 
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict, fwd_out: dict) -> torch.Tensor:
         """Not used: the losses of one update depend on each other's steps (see :meth:`gradient_update`)."""
