@@ -229,3 +229,15 @@ def test_cli_trains_wcmasac(tmp_path):
     assert "CVaR" in proc.stdout and "buffer 200" in proc.stdout and "λ" in proc.stdout
     rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
     assert rows[-1]["critic/cvar"] is not None and rows[-1]["replay_buffer/size"] == 200
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_wcmasac_learner_on_cuda():
+    a = tiny("WCMASAC", cost_limit=1.0).learners(num_gpus_per_learner=1).build_algo()
+    try:
+        result = a.train()
+        assert next(a.learner_group._learner.module[CRITIC_ID].parameters()).is_cuda
+    finally:
+        a.stop()
+    assert result["num_gradient_updates"] > 0 and np.isfinite(result["learners"][CRITIC_ID]["cvar"])

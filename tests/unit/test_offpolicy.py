@@ -413,6 +413,14 @@ def test_agent_ik_sees_the_new_actions_of_the_agents_updated_before_it(sequentia
     torch.testing.assert_close(second["agent_1"], expected, atol=1e-5, rtol=0)
 
 
+def test_a_non_finite_loss_is_reported_with_its_name():
+    learner = _toy_learner(sequential=True)
+    batch = _toy_batch(learner)
+    batch["reward"][3] = np.nan
+    with pytest.raises(FloatingPointError, match="Non-finite loss __critic__/q_loss"):
+        learner.update(batches=[batch], num_updates=1)
+
+
 @pytest.mark.parametrize(
     "config_cls, field, value, message",
     [

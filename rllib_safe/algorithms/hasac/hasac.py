@@ -37,7 +37,6 @@ import gymnasium as gym
 import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
-from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
@@ -53,6 +52,7 @@ from rllib_safe.algorithms.sequential.sequential import (
     EnvInfo,
     SequentialAlgorithm,
     SequentialConfig,
+    actors_and_critic_spec,
     agent_to_module,
     check_dual_fields,
     check_positive,
@@ -313,35 +313,25 @@ class HASACConfig(AlgorithmConfig):
         """One actor module per agent plus the learner-only critic module (dropped when ``inference_only``)."""
         info = probe_env(self)
         actor_config = {"hiddens": list(self.actor_hiddens), "activation": self.activation}
-        specs = {
-            aid: RLModuleSpec(
-                module_class=SquashedGaussianActorTorchRLModule,
-                observation_space=info.observation_spaces[aid],
-                action_space=info.action_spaces[aid],
-                inference_only=inference_only,
-                model_config=actor_config,
-            )
-            for aid in info.agent_ids
+        critic_config = {
+            "agent_ids": list(info.agent_ids),
+            "obs_dims": {a: int(np.prod(info.observation_spaces[a].shape)) for a in info.agent_ids},
+            "act_dims": {a: int(np.prod(info.action_spaces[a].shape)) for a in info.agent_ids},
+            "num_costs": info.num_costs,
+            "hiddens": list(self.critic_hiddens),
+            "cost_hiddens": list(self.cost_critic_hiddens or self.critic_hiddens),
+            "activation": self.activation,
+            "initial_alpha": self.initial_alpha,
+            **self.cost_critic_model_config(),
         }
-        if not inference_only:
-            specs[CRITIC_ID] = RLModuleSpec(
-                module_class=JointCriticsTorchRLModule,
-                observation_space=info.state_space,
-                action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
-                learner_only=True,
-                model_config={
-                    "agent_ids": list(info.agent_ids),
-                    "obs_dims": {a: int(np.prod(info.observation_spaces[a].shape)) for a in info.agent_ids},
-                    "act_dims": {a: int(np.prod(info.action_spaces[a].shape)) for a in info.agent_ids},
-                    "num_costs": info.num_costs,
-                    "hiddens": list(self.critic_hiddens),
-                    "cost_hiddens": list(self.cost_critic_hiddens or self.critic_hiddens),
-                    "activation": self.activation,
-                    "initial_alpha": self.initial_alpha,
-                    **self.cost_critic_model_config(),
-                },
-            )
-        return MultiRLModuleSpec(rl_module_specs=specs)
+        return actors_and_critic_spec(
+            info,
+            SquashedGaussianActorTorchRLModule,
+            actor_config,
+            JointCriticsTorchRLModule,
+            critic_config,
+            inference_only,
+        )
 
     def get_default_rl_module_spec(self) -> MultiRLModuleSpec:
         """The full module setup with spaces."""

@@ -112,6 +112,40 @@ def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
     return agent_id
 
 
+def actors_and_critic_spec(
+    info: EnvInfo,
+    actor_class: type,
+    actor_config: dict,
+    critic_class: type,
+    critic_config: dict,
+    inference_only: bool = False,
+) -> MultiRLModuleSpec:
+    """The package's module layout: one actor per agent (module id = agent id) and the critic module.
+
+    The learner-only critic module :data:`CRITIC_ID` lives on the global state and is left out of the
+    ``inference_only`` copy (the EnvRunners').
+    """
+    specs = {
+        aid: RLModuleSpec(
+            module_class=actor_class,
+            observation_space=info.observation_spaces[aid],
+            action_space=info.action_spaces[aid],
+            inference_only=inference_only,
+            model_config=actor_config,
+        )
+        for aid in info.agent_ids
+    }
+    if not inference_only:
+        specs[CRITIC_ID] = RLModuleSpec(
+            module_class=critic_class,
+            observation_space=info.state_space,
+            action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
+            learner_only=True,
+            model_config=critic_config,
+        )
+    return MultiRLModuleSpec(rl_module_specs=specs)
+
+
 def check_positive(config: Any, name: str, allow_zero: bool = False) -> None:
     """Raises ``ValueError`` naming ``config.<name>`` unless it is a finite positive (or non-negative) number."""
     value = getattr(config, name)
@@ -349,31 +383,16 @@ class SequentialConfig(PPOConfig):
         info = probe_env(self)
         actor_config = {"hiddens": list(self.actor_hiddens), "activation": self.activation}
         actor_config["init_log_std"] = self.init_log_std
-        specs = {
-            aid: RLModuleSpec(
-                module_class=SafeActorTorchRLModule,
-                observation_space=info.observation_spaces[aid],
-                action_space=info.action_spaces[aid],
-                inference_only=inference_only,
-                model_config=actor_config,
-            )
-            for aid in info.agent_ids
+        critic_config = {
+            "agent_ids": list(info.agent_ids),
+            "num_costs": info.num_costs,
+            "hiddens": list(self.critic_hiddens),
+            "activation": self.activation,
+            "use_value_norm": self.use_value_norm,
         }
-        if not inference_only:
-            specs[CRITIC_ID] = RLModuleSpec(
-                module_class=CentralCriticTorchRLModule,
-                observation_space=info.state_space,
-                action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
-                learner_only=True,
-                model_config={
-                    "agent_ids": list(info.agent_ids),
-                    "num_costs": info.num_costs,
-                    "hiddens": list(self.critic_hiddens),
-                    "activation": self.activation,
-                    "use_value_norm": self.use_value_norm,
-                },
-            )
-        return MultiRLModuleSpec(rl_module_specs=specs)
+        return actors_and_critic_spec(
+            info, SafeActorTorchRLModule, actor_config, CentralCriticTorchRLModule, critic_config, inference_only
+        )
 
     def get_default_rl_module_spec(self) -> MultiRLModuleSpec:
         """The full module setup with spaces (RLlib's connectors read the critic's spaces from it)."""
@@ -496,6 +515,7 @@ class SequentialAlgorithm(Algorithm):
 
 __all__ = [
     "EnvInfo",
+    "actors_and_critic_spec",
     "SequentialAlgorithm",
     "SequentialConfig",
     "agent_to_module",

@@ -134,8 +134,17 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
                 lr_or_lr_schedule=lr,
             )
 
-    def _step(self, module_id: str, optimizer_names: tuple[str, ...], loss: torch.Tensor) -> None:
-        """One gradient step of ``loss`` with the named optimisers (gradients averaged across Learners)."""
+    def _step(self, module_id: str, optimizer_names: tuple[str, ...], loss: torch.Tensor, name: str) -> None:
+        """One gradient step of ``loss`` with the named optimisers (gradients averaged across Learners).
+
+        Raises:
+            FloatingPointError: If the loss is NaN or infinite (before any weight changes), naming it.
+        """
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Non-finite loss {module_id}/{name} = {loss.item()} (gradient update {self._weights_seq_no}); "
+                "check the rewards, costs and observations fed to the replay buffer, and the learning rates."
+            )
         optimizers = [self.get_optimizer(module_id, name) for name in optimizer_names]
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
@@ -189,7 +198,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         start = time.perf_counter()
         rank = torch.distributed.get_rank() if _distributed() else 0
         seed = int(self.config.seed or 0) * 1_000_003 + 7_919 * rank + self._weights_seq_no
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[self._device] if self._device.type == "cuda" else []):
             torch.manual_seed(seed)
             for k in range(num_updates):
                 minibatch = {key: value[k * size : (k + 1) * size] for key, value in tensors.items()}
@@ -212,8 +221,10 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
                 next_actions[aid], next_logp[aid] = actor.dist(batch[f"next_obs/{aid}"]).sample_and_logp()
         q_loss = self.q_loss(critics, batch, next_actions, next_logp, stats)
         cost_loss = self.cost_critic_loss(critics, batch, next_actions, stats)
-        names = ("q",) if cost_loss is None else ("q", "cost")
-        self._step(CRITIC_ID, names, q_loss if cost_loss is None else q_loss + cost_loss)
+        if cost_loss is None:
+            self._step(CRITIC_ID, ("q",), q_loss, "q_loss")
+        else:
+            self._step(CRITIC_ID, ("q", "cost"), q_loss + cost_loss, "q_loss+cost_critic_loss")
 
         # 2. Actors one after another (Eq. 17), each followed by its temperature.
         alphas = critics.alphas()
@@ -227,7 +238,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
                 penalty = self.cost_penalty(aid, critics, batch, joint)
                 entropy_term = alphas[aid] * logp
                 policy_loss = (entropy_term - soft_q + penalty).mean()
-                self._step(aid, ("policy",), policy_loss)
+                self._step(aid, ("policy",), policy_loss, "policy_loss")
                 stats[(aid, "policy_loss")] += policy_loss.detach()
                 stats[(aid, "entropy")] += -logp.detach().mean()
                 if self.config.auto_alpha:
@@ -264,7 +275,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
     def _alpha_step(self, critics: Any, module_id: str, logp: torch.Tensor, stats: dict) -> None:
         log_alpha = critics.log_alpha[module_id]
         alpha_loss = -(log_alpha * (logp + self.target_entropy[module_id])).mean()
-        self._step(CRITIC_ID, ("alpha",), alpha_loss)
+        self._step(CRITIC_ID, ("alpha",), alpha_loss, f"alpha_loss/{module_id}")
 
     # ------------------------------------------------------------------------------------------------------------
     # Hooks of the constrained variants (HASAC: no cost critic, no penalty, no multipliers).
