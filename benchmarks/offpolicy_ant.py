@@ -44,7 +44,14 @@ def run_one(name: str, env_name: str, steps: int, cost_limit: float, tail: int, 
     from rllib_safe.algorithms.registry import get_config
 
     torch.set_num_threads(1)
-    ray.init(include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # a loaded machine can time out Ray's start
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            time.sleep(30)
     rllib_safe.register()
     config = (
         get_config(name)

@@ -4,7 +4,7 @@
   an MLP gives the mean and the (state-dependent) log standard deviation of a Gaussian whose sample is squashed by
   tanh into [-1, 1] (HARL ``SquashedGaussianPolicy``; RLlib's ``normalize_actions`` maps it onto the task's bounds).
   Log-probabilities carry the exact change-of-variables correction ``−Σ log(1 − tanh(u)²)`` in its stable form
-  ``2(log 2 − u − softplus(−2u))`` (RLlib's ``TorchSquashedGaussian.sample_and_logp``; Haarnoja et al. 2018, App. C).
+  ``2(log 2 − u − softplus(−2u))`` (:func:`squashed_gaussian_sample`; Haarnoja et al. 2018, App. C).
 * :class:`JointCriticsTorchRLModule` lives only on the Learners (``learner_only=True``, module id
   :data:`~rllib_safe.core.columns.CRITIC_ID`): the centralized twin soft Q(s, a_1..a_n) on the global state and the
   joint action (HARL ``SoftTwinContinuousQCritic``), the cost critics of the constrained variants (one per cost
@@ -21,8 +21,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.distribution.torch.torch_distribution import TorchSquashedGaussian
 from ray.rllib.core.learner.utils import make_target_network
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
@@ -35,15 +35,36 @@ from rllib_safe.core.rl_modules import ACTIVATIONS, mlp
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
+def squashed_gaussian_sample(
+    mean: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``a = tanh(u)``, ``u = mean + σ ε``, and the exact ``log π(a) = log N(u; mean, σ) − Σ log(1 − tanh(u)²)``.
+
+    ``log N(u; mean, σ) = Σ (−ε²/2 − log σ − log(2π)/2)`` is written in the standard noise ε (no cancellation in
+    ``(u − mean)/σ``); the Jacobian uses ``log(1 − tanh(u)²) = 2 (log 2 − u − softplus(−2u))``, exact where the
+    naive form underflows to log 0 (Haarnoja et al. 2018, App. C; HARL and RLlib use the same identity).
+    Gradients flow into ``mean`` and ``log_std`` (the reparameterisation trick) when ``noise`` has none.
+    """
+    u = mean + log_std.exp() * noise
+    log_normal = (-0.5 * noise**2 - log_std - 0.5 * math.log(2.0 * math.pi)).sum(-1)
+    log_jacobian = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+    return torch.tanh(u), log_normal - log_jacobian
+
+
 class SquashedGaussianActorTorchRLModule(TorchRLModule):
     """One agent's tanh-squashed Gaussian policy.
 
     ``model_config`` keys: ``hiddens`` (default ``[256, 256]``, HARL ``hasac.yaml``), ``activation`` (``"relu"``,
     HARL). Set :attr:`uniform_exploration` to sample actions uniformly from [-1, 1] instead (HARL's warm-up).
+
+    Exploration noise on the EnvRunners comes from the module's own generator :attr:`exploration_rng` (seeded from
+    the global torch RNG when the module is built, and again by :meth:`reseed`), so an agent's actions do not depend
+    on the order in which RLlib calls the agents' modules (that order follows a Python set and changes with
+    ``PYTHONHASHSEED``). The Learner samples with the global torch RNG, which it seeds per update.
     """
 
     def setup(self) -> None:
-        """Builds the network that outputs ``[mean, log_std]``."""
+        """Builds the network that outputs ``[mean, log_std]`` and the exploration generator."""
         cfg = self.model_config or {}
         if not isinstance(self.action_space, gym.spaces.Box):
             raise ValueError(f"SquashedGaussianActorTorchRLModule needs a Box action space, got {self.action_space}.")
@@ -53,23 +74,35 @@ class SquashedGaussianActorTorchRLModule(TorchRLModule):
         self.pi = mlp(obs_dim, hiddens, 2 * self.act_dim, act, out_gain=0.01)  # HARL: output gain 0.01
         #: Uniform random actions on the EnvRunners (set by the Algorithm during the warm-up); not module state.
         self.uniform_exploration = False
+        self.exploration_rng = torch.Generator()
+        self.reseed()
 
-    def dist(self, obs: torch.Tensor) -> TorchSquashedGaussian:
-        """The policy π(·|o): ``tanh(u)``, ``u ~ N(mean(o), exp(log_std(o)))``, log std clipped to [-20, 2]."""
+    def reseed(self) -> None:
+        """Seeds :attr:`exploration_rng` from the global torch RNG."""
+        self.exploration_rng.manual_seed(int(torch.randint(0, 2**62, ())))
+
+    def mean_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pre-squash Gaussian's mean and log standard deviation (clipped to [-20, 2], HARL/SAC)."""
         mean, log_std = self.pi(obs.float()).chunk(2, dim=-1)
-        return TorchSquashedGaussian(loc=mean, scale=log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp())
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action ``a ~ π(·|o)`` in [-1, 1] and its exact log-probability."""
+        mean, log_std = self.mean_log_std(obs)
+        noise = torch.randn(mean.shape, generator=generator).to(mean.device)
+        return squashed_gaussian_sample(mean, log_std, noise)
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        mean, _ = self.pi(batch[Columns.OBS].float()).chunk(2, dim=-1)
+        mean, _ = self.mean_log_std(batch[Columns.OBS])
         return {Columns.ACTIONS: torch.tanh(mean)}
 
     def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         obs = batch[Columns.OBS]
         if self.uniform_exploration:
-            actions = torch.rand(obs.shape[0], self.act_dim) * 2.0 - 1.0
+            actions = torch.rand(obs.shape[0], self.act_dim, generator=self.exploration_rng) * 2.0 - 1.0
             logp = torch.full((obs.shape[0],), -self.act_dim * math.log(2.0))
         else:
-            actions, logp = self.dist(obs).sample_and_logp()
+            actions, logp = self.sample(obs, generator=self.exploration_rng)
         return {Columns.ACTIONS: actions, Columns.ACTION_LOGP: logp}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:

@@ -23,7 +23,11 @@ from rllib_safe.algorithms.wcmasac.torch.wcmasac_torch_learner import (
     quantile_levels,
 )
 from rllib_safe.core.columns import CRITIC_ID
-from rllib_safe.core.sac_modules import QuantileAttentionCostCritic, SquashedGaussianActorTorchRLModule
+from rllib_safe.core.sac_modules import (
+    QuantileAttentionCostCritic,
+    SquashedGaussianActorTorchRLModule,
+    squashed_gaussian_sample,
+)
 from rllib_safe.utils.replay_buffers import JointReplayBuffer
 
 
@@ -125,32 +129,47 @@ def test_squashed_gaussian_log_probability_is_exact():
     torch.manual_seed(0)
     actor = _actor()
     obs = torch.randn(64, 3)
-    dist = actor.dist(obs)
-    torch.manual_seed(1)
-    action, logp = dist.sample_and_logp()
     with torch.no_grad():
-        mean, log_std = actor.pi(obs).chunk(2, dim=-1)
-    torch.manual_seed(1)
-    u = torch.distributions.Normal(mean, log_std.exp()).sample()  # the same pre-squash draw
-    np.testing.assert_allclose(action.detach().numpy(), torch.tanh(u).numpy(), atol=1e-6)
-    u64, loc64, scale64 = u.double(), mean.double(), log_std.exp().double()
-    exact = torch.distributions.Normal(loc64, scale64).log_prob(u64) - torch.log1p(-(torch.tanh(u64) ** 2))
-    np.testing.assert_allclose(logp.detach().numpy(), exact.sum(-1).numpy(), rtol=1e-5, atol=1e-4)
+        mean, log_std = actor.mean_log_std(obs)
+    noise = torch.randn(64, 2)
+    action, logp = squashed_gaussian_sample(mean, log_std, noise)
+    u = (mean + log_std.exp() * noise).double()
+    np.testing.assert_allclose(action.numpy(), torch.tanh(u).numpy(), atol=1e-6)
+    # Brute force in float64: Gaussian density of u minus log|da/du| = log(1 - tanh(u)^2).
+    exact = torch.distributions.Normal(mean.double(), log_std.exp().double()).log_prob(u) - torch.log1p(
+        -(torch.tanh(u) ** 2)
+    )
+    np.testing.assert_allclose(logp.numpy(), exact.sum(-1).numpy(), rtol=1e-5, atol=1e-4)
     # Far in the tail the naive float32 log(1 - tanh(u)^2) is log(0) = -inf; the stable form stays exact.
-    big = torch.tensor([[9.0]])
-    stable = type(dist)(loc=torch.zeros(1, 1), scale=torch.ones(1, 1))._squashed_logp(big)
-    assert torch.isfinite(stable).all()
-    assert stable.item() == pytest.approx(-0.5 * 81 - 0.5 * math.log(2 * math.pi) - (2 * (math.log(2) - 9)), abs=1e-4)
+    _, far = squashed_gaussian_sample(torch.zeros(1, 1), torch.zeros(1, 1), torch.full((1, 1), 9.0))
+    assert torch.isfinite(far).all()
+    assert far.item() == pytest.approx(-0.5 * 81 - 0.5 * math.log(2 * math.pi) - 2 * (math.log(2) - 9), abs=1e-4)
+    # The module's sample is this function with reparameterised gradients into the policy.
+    a, lp = actor.sample(obs)
+    lp.sum().backward()
+    assert all(p.grad is not None for p in actor.pi.parameters())
 
 
 def test_squashed_gaussian_density_integrates_to_one():
-    actor = _actor(obs_dim=1, act_dim=1)
-    with torch.no_grad():
-        mean, log_std = actor.pi(torch.zeros(1, 1)).chunk(2, dim=-1)
-    a = torch.linspace(-1 + 1e-6, 1 - 1e-6, 200_001).reshape(-1, 1)
-    dist = type(actor.dist(torch.zeros(1, 1)))(loc=mean.expand(len(a), 1), scale=log_std.exp().expand(len(a), 1))
-    density = torch.exp(dist.logp(a))
-    assert torch.trapezoid(density.double(), a[:, 0].double()).item() == pytest.approx(1.0, abs=2e-3)
+    mean, log_std = torch.tensor([[0.3]]), torch.tensor([[-0.2]])
+    a = torch.linspace(-1 + 1e-7, 1 - 1e-7, 400_001, dtype=torch.float64).reshape(-1, 1)
+    noise = (torch.atanh(a) - mean) / log_std.exp()  # the noise that yields each action
+    _, logp = squashed_gaussian_sample(mean.double(), log_std.double(), noise)
+    assert torch.trapezoid(logp.exp(), a[:, 0]).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_exploration_noise_does_not_depend_on_the_order_modules_are_called():
+    torch.manual_seed(0)
+    first, second = _actor(), _actor()
+    obs = {"obs": torch.zeros(4, 3)}
+    states = (first.exploration_rng.get_state(), second.exploration_rng.get_state())
+    a1, b1 = first.forward_exploration(obs)["actions"], second.forward_exploration(obs)["actions"]
+    first.exploration_rng.set_state(states[0])
+    second.exploration_rng.set_state(states[1])
+    b2, a2 = second.forward_exploration(obs)["actions"], first.forward_exploration(obs)["actions"]
+    torch.testing.assert_close(a1, a2)
+    torch.testing.assert_close(b1, b2)
+    assert not torch.allclose(a1, b1)  # two agents, two streams
 
 
 def test_uniform_exploration_during_warm_up():

@@ -378,19 +378,27 @@ class HASAC(SequentialAlgorithm):
         return None
 
     # ------------------------------------------------------------------------------------------------------------
-    def _set_uniform_exploration(self, uniform: bool) -> None:
-        """Tells the EnvRunners' actors whether to act uniformly at random (HARL's warm-up)."""
-        if uniform == self._uniform_exploration:
-            return
+    def _foreach_actor(self, func: Any) -> None:
+        """Applies ``func(actor_module)`` to every agent's actor on every EnvRunner."""
         agent_ids = list(self._agent_ids)
 
         def apply(env_runner: Any) -> None:
             module = getattr(env_runner, "module", None)
             for aid in agent_ids if module is not None else ():
-                module[aid].uniform_exploration = uniform
+                func(module[aid])
 
         self.env_runner_group.foreach_env_runner(apply, local_env_runner=True)
-        self._uniform_exploration = uniform
+
+    def _set_uniform_exploration(self, uniform: bool) -> None:
+        """Tells the EnvRunners' actors whether to act uniformly at random (HARL's warm-up)."""
+        if uniform != self._uniform_exploration:
+            self._foreach_actor(lambda actor: setattr(actor, "uniform_exploration", uniform))
+            self._uniform_exploration = uniform
+
+    def reseed_env_runners(self) -> None:
+        """The base's reseeding, then the actors' exploration generators from the freshly seeded torch RNG."""
+        super().reseed_env_runners()
+        self._foreach_actor(lambda actor: actor.reseed())
 
     def training_step(self) -> None:
         """Sample → replay → (after the warm-up) the due gradient updates → weight sync."""

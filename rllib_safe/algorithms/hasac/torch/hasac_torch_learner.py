@@ -218,7 +218,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         with torch.no_grad():
             next_actions, next_logp = {}, {}
             for aid, actor in actors.items():
-                next_actions[aid], next_logp[aid] = actor.dist(batch[f"next_obs/{aid}"]).sample_and_logp()
+                next_actions[aid], next_logp[aid] = actor.sample(batch[f"next_obs/{aid}"])
         q_loss = self.q_loss(critics, batch, next_actions, next_logp, stats)
         cost_loss = self.cost_critic_loss(critics, batch, next_actions, stats)
         if cost_loss is None:
@@ -230,9 +230,9 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         alphas = critics.alphas()
         with frozen([main for main, _ in critics.get_target_network_pairs()]):
             with torch.no_grad():
-                actions = {aid: actor.dist(obs[aid]).sample() for aid, actor in actors.items()}
+                actions = {aid: actor.sample(obs[aid])[0] for aid, actor in actors.items()}
             for aid in agent_order:
-                own_action, logp = actors[aid].dist(obs[aid]).rsample_and_logp()
+                own_action, logp = actors[aid].sample(obs[aid])  # reparameterised: gradients reach θ_i
                 joint = {**actions, aid: own_action}
                 soft_q = critics.twin_q(batch["state"], joint).min(dim=0).values
                 penalty = self.cost_penalty(aid, critics, batch, joint)
@@ -242,10 +242,10 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
                 stats[(aid, "policy_loss")] += policy_loss.detach()
                 stats[(aid, "entropy")] += -logp.detach().mean()
                 if self.config.auto_alpha:
-                    self._alpha_step(critics, aid, logp.detach(), stats)
+                    self._alpha_step(critics, aid, logp.detach())
                 if self.config.sequential:
                     with torch.no_grad():  # HASAC: the agents after this one see its new policy's action
-                        actions[aid] = actors[aid].dist(obs[aid]).sample()
+                        actions[aid] = actors[aid].sample(obs[aid])[0]
 
         # 3. Hook (multipliers of WCMASAC), 4. targets.
         self.after_actor_updates(critics, batch, actions, stats)
@@ -272,7 +272,8 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         stats[(CRITIC_ID, "q_mean")] += torch.min(q1, q2).detach().mean()
         return loss
 
-    def _alpha_step(self, critics: Any, module_id: str, logp: torch.Tensor, stats: dict) -> None:
+    def _alpha_step(self, critics: Any, module_id: str, logp: torch.Tensor) -> None:
+        """Temperature step of one agent: ``L(log α_i) = −E[log α_i (log π_i + H̄_i)]`` (HARL / SAC)."""
         log_alpha = critics.log_alpha[module_id]
         alpha_loss = -(log_alpha * (logp + self.target_entropy[module_id])).mean()
         self._step(CRITIC_ID, ("alpha",), alpha_loss, f"alpha_loss/{module_id}")
