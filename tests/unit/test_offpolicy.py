@@ -28,6 +28,7 @@ from rllib_safe.core.sac_modules import (
     SquashedGaussianActorTorchRLModule,
     squashed_gaussian_sample,
 )
+from rllib_safe.envs.toy import SafeMAToy
 from rllib_safe.utils.replay_buffers import JointReplayBuffer
 
 
@@ -430,6 +431,76 @@ def test_agent_ik_sees_the_new_actions_of_the_agents_updated_before_it(sequentia
     # updates (sequential=False) keep the old one.
     expected = new["agent_1"] if sequential else old["agent_1"]
     torch.testing.assert_close(second["agent_1"], expected, atol=1e-5, rtol=0)
+
+
+class TwoCostToy(SafeMAToy):
+    """The toy with m = 2 cost indices: the toy's cost and a constant 0 (an always-satisfied second constraint)."""
+
+    num_costs = 2
+
+    def __init__(self, config=None):
+        super().__init__(**(config or {}))
+
+    def _step(self, actions):
+        obs, state, reward, cost, terminated, extra = super()._step(actions)
+        return obs, state, reward, np.array([cost, 0.0]), terminated, extra
+
+
+def test_two_cost_indices_give_one_critic_and_one_multiplier_each():
+    config = (
+        WCMASACConfig()
+        .environment(TwoCostToy)
+        .training(
+            actor_hiddens=[16],
+            critic_hiddens=[16],
+            attention_dim=8,
+            attention_heads=2,
+            num_quantiles=8,
+            cost_limit=[1.0, 1.0],
+            dual_rule="projected_gradient",
+            dual_lr=0.5,
+            cost_critic_lr=0.02,
+        )
+        .debugging(seed=0)
+    )
+    config.validate()
+    learner = config.build_learner()
+    critics = learner.module[CRITIC_ID].unwrapped()
+    assert len(critics.cost_q) == 2 and len(critics.cost_q_target) == 2
+    batch = _toy_batch(learner, n=64 * 30)
+    batch["costs"] = np.stack([np.ones(64 * 30), np.zeros(64 * 30)], axis=1).astype(np.float32)  # index 0 costs
+    learner.update(batches=[batch], num_updates=30, _no_metrics_reduce=True)
+
+    def logged(module, key):
+        return learner.metrics.peek((module, key))
+
+    for aid in learner.agent_ids:
+        lam = learner.dual_value(aid)
+        assert lam.shape == (2,) and lam[0] > 0 and lam[1] == 0  # only the violated constraint's multiplier rose
+        assert logged(aid, "lagrange_multiplier_0") == pytest.approx(lam[0])
+    assert logged(CRITIC_ID, "cvar_0") > logged(CRITIC_ID, "cvar_1")
+    budget = 1.0 * (1 - 0.99**25) / (1 - 0.99) / 25
+    assert logged(CRITIC_ID, "cvar_budget_0") == pytest.approx(budget)
+    with torch.no_grad():
+        obs = {aid: torch.as_tensor(batch[f"obs/{aid}"][:5]) for aid in learner.agent_ids}
+        actions = {aid: torch.as_tensor(batch[f"actions/{aid}"][:5]) for aid in learner.agent_ids}
+        assert critics.cost_values(torch.as_tensor(batch["state"][:5]), obs, actions).shape == (5, 2, 8)
+
+
+def test_joint_rows_keep_vector_costs():
+    buffer = JointReplayBuffer(
+        10, agent_ids=AGENTS, observation_dims={"a": 2, "b": 3}, action_dims={"a": 1, "b": 1}, state_dim=4, num_costs=2
+    )
+    ep = _episode(100)
+    ep.add_env_step(
+        observations={"a": np.ones(2, np.float32), "b": np.ones(3, np.float32)},
+        actions={"a": np.zeros(1, np.float32), "b": np.zeros(1, np.float32)},
+        rewards={"a": 1.0, "b": 1.0},
+        infos={aid: {"state": np.ones(4), "cost": np.array([0.5, 2.0])} for aid in AGENTS},
+        truncateds={"__all__": True},
+    )
+    buffer.add_episodes([ep])
+    np.testing.assert_array_equal(buffer.sample(1)["costs"], [[0.5, 2.0]])
 
 
 def test_a_non_finite_loss_is_reported_with_its_name():
