@@ -8,6 +8,7 @@ How to run::
 
     python benchmarks/env_throughput.py --steps 5000
     python benchmarks/env_throughput.py --tasks Safety2x4AntVelocity-v0 --compare-mamujoco
+    python benchmarks/env_throughput.py --tasks SafeAnt2x4-v0 --env-config walls=macpo obs_mode=macpo
 
 Output: a table with one row per task (agents, observation sizes, state size, steps/s, episodes finished) and the
 process's peak resident memory.
@@ -61,12 +62,26 @@ def mamujoco_reference(task_name: str):
     return mamujoco_v1.parallel_env(task.scenario, task.agent_conf, agent_obsk=1)
 
 
+def _parse(value: str) -> int | float | str:
+    """A command-line option value as an int, a float, or the string itself."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3000, help="env steps per task")
     parser.add_argument("--tasks", nargs="*", default=None, help="task names (default: all registered)")
     parser.add_argument("--compare-mamujoco", action="store_true", help="also time stock MaMuJoCo v1")
+    parser.add_argument(
+        "--env-config", nargs="*", default=[], metavar="KEY=VALUE", help="task options, e.g. walls=macpo obs_mode=macpo"
+    )
     args = parser.parse_args()
+    options = {key: _parse(value) for key, value in (kv.split("=", 1) for kv in args.env_config)}
     names = args.tasks or task_names()
     try:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, as the issue asks
@@ -79,7 +94,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name in names:
-        env = make(name)
+        env = make(name, **options)
         sps, episodes = time_env(env, args.steps)
         dims = sorted({env.observation_spaces[a].shape[0] for a in env.possible_agents})
         row = (
@@ -93,6 +108,8 @@ def main() -> None:
         env.close()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak memory (max RSS of this process): {peak_mib:.0f} MiB; {args.steps} steps per task, one core")
+    if options:
+        print(f"task options: {options}")
 
 
 if __name__ == "__main__":

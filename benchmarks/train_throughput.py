@@ -69,6 +69,7 @@ def build_config(name: str, env: str, args: argparse.Namespace) -> Any:
         get_config(name)
         .environment(env)
         .env_runners(num_env_runners=args.num_env_runners, num_envs_per_env_runner=args.num_envs_per_env_runner)
+        .learners(num_learners=args.num_learners, num_gpus_per_learner=args.num_gpus_per_learner)
         .training(
             train_batch_size_per_learner=args.batch_size,
             minibatch_size=args.minibatch_size,
@@ -81,7 +82,8 @@ def build_config(name: str, env: str, args: argparse.Namespace) -> Any:
 def measure_in_subprocess(name: str, env: str, args: argparse.Namespace) -> dict[str, float]:
     """:func:`measure` in a fresh process (peak memory is per process and never goes down)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--single", name, env]
-    for key in ("iters", "batch_size", "minibatch_size", "num_epochs", "num_env_runners", "num_envs_per_env_runner"):
+    keys = ("iters", "batch_size", "minibatch_size", "num_epochs", "num_env_runners", "num_envs_per_env_runner")
+    for key in (*keys, "num_learners", "num_gpus_per_learner"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -98,6 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-epochs", type=int, default=5)
     parser.add_argument("--num-env-runners", type=int, default=2)
     parser.add_argument("--num-envs-per-env-runner", type=int, default=4)
+    parser.add_argument("--num-learners", type=int, default=0, help="0: the learner runs in the driver")
+    parser.add_argument("--num-gpus-per-learner", type=float, default=0, help="GPUs per learner (0: CPU)")
     parser.add_argument("--single", nargs=2, metavar=("ALGO", "TASK"), help=argparse.SUPPRESS)
 
 
@@ -132,7 +136,8 @@ def main() -> None:
     print(
         f"\n{args.env}: batch {args.batch_size} env steps/iteration, {args.num_epochs} epochs x minibatch "
         f"{args.minibatch_size}, {args.num_env_runners} EnvRunner(s) x {args.num_envs_per_env_runner} env(s), "
-        f"{args.iters} timed iterations, {os.cpu_count()} CPUs"
+        f"{args.iters} timed iterations, {os.cpu_count()} CPUs, "
+        f"{max(1, args.num_learners)} learner(s) x {args.num_gpus_per_learner:g} GPU"
     )
     header = (
         f"{'algorithm':18s} {'env-steps/s':>11s} {'s/iter':>7s} {'sampling':>9s} {'update':>8s} "

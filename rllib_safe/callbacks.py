@@ -1,39 +1,77 @@
 """Episode cost metrics, logged as exact sums and counts so that dual updates never see a mean of means.
 
 For every finished episode and agent, :class:`SafeCostCallback` sums the per-step costs over the whole episode
-(``[episode] + prev_episode_chunks``; ``infos[0]`` of each chunk is the reset or carried-over info and is skipped)
+(``prev_episode_chunks + [episode]``; ``infos[0]`` of each chunk is the reset or carried-over info and is skipped)
 and logs, under ``env_runners``:
 
 * ``("episode_cost_sum", agent)`` / ``("episode_cost_sum", f"{agent}/{k}")`` for cost index k when m > 1
   (``reduce="sum"``: the iteration's total over all EnvRunners);
 * ``("episode_cost_count", agent)`` (``reduce="sum"``): the number of episodes in that total;
 * ``"episode_cost_mean"`` (smoothed over a window, for dashboards): the mean over agents of the agent episode cost,
-  i.e. a team cost that every agent receives is reported once, never summed over agents.
+  i.e. a team cost that every agent receives is reported once, never summed over agents; when m > 1 it is the sum
+  over the cost indices, and ``"episode_cost_mean_<k>"`` reports cost index k alone.
 
-The Algorithm reads the exact iteration mean ``sum / count`` with :func:`mean_episode_costs`.
+The Algorithm reads the exact iteration mean ``sum / count`` with :func:`mean_episode_costs`: J_c, the
+**undiscounted** mean episode cost of the episodes that ended in the iteration. The papers' J_c is the expected
+*discounted* cost (MAFOCOPS Sec. 3; its Algorithm 1 line 4 estimates it by averaging the episodes' cost returns);
+the FOCOPS code discounts it (``c_gamma``), the MACPO code and SafePO do not (their ``aver_episode_costs`` /
+``EpCost`` are undiscounted sums), and the benchmarks' cost limits (e.g. 25 in safety-gymnasium) are undiscounted.
+
+**Tail-safety metrics** (:meth:`SafeCostCallback.on_sample_end` and :meth:`SafeCostCallback.on_train_result`). At the
+end of every ``sample()`` call, each step's team cost (the mean over agents of the agent's cost summed over cost
+indices, the convention of ``episode_cost_mean``) is added to a running total per episode, from the chunks as they leave
+the EnvRunner (``infos[1:]`` of each chunk, so every step counts once, before any learner connector touches the
+chunks). Under ``env_runners`` the callback logs:
+
+* ``"episode_costs"`` (``reduce="item_series"``): the team cost of every episode that ended, all EnvRunners together;
+* ``"cumulative_cost"`` (``reduce="lifetime_sum"``, checkpointed with the Algorithm's metrics): the team cost of every
+  env step sampled so far, finished episodes or not.
+
+After each iteration the driver turns them into (:data:`TAIL_METRICS`, stable names, also in the README):
+
+* ``episode_cost_p90``: the 90th percentile of this iteration's episode costs (numpy's linear interpolation);
+* ``episode_cost_cvar10``: CVaR at 10 %, the mean of the worst ``ceil(0.1·n)`` of this iteration's n episode costs;
+* ``episode_cost_over_limit_frac``: the fraction of this iteration's episodes whose cost exceeds the team cost limit
+  (the mean over agents of each agent's limit summed over cost indices: the cost limit d for a team cost);
+* ``cost_rate``: ``cumulative_cost / num_env_steps_sampled_lifetime`` (Ray et al. 2019, "Benchmarking Safe
+  Exploration").
+
+An iteration in which no episode ended has no per-iteration tail metrics (the keys are absent, never NaN); the raw
+``episode_costs`` list is removed from the result once used, so loggers see numbers only.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 
-def _chunk_cost(sa_episode: Any) -> np.ndarray:
-    infos = sa_episode.get_infos()[1:]  # info t+1 was returned by step t
+def _chunk_cost(sa_episode: Any, num_steps: int) -> np.ndarray:
+    infos = sa_episode.get_infos(slice(1, num_steps + 1))  # info t+1 was returned by step t
     return np.sum([np.atleast_1d(np.asarray(info["cost"], dtype=np.float64)) for info in infos], axis=0)
 
 
 def episode_costs(episode: Any, prev_episode_chunks: list | None = None) -> dict[str, np.ndarray]:
-    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks."""
+    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks.
+
+    An earlier chunk counts only the steps before the next chunk began (``t_started`` of the next chunk): with a
+    local EnvRunner the Learner receives the very chunk objects the EnvRunner keeps for its metrics, and RLlib's
+    ``AddOneTsToEpisodesAndTruncate`` appends a copy of the last step (its info included) to them in place.
+    """
+    chunks = [*(prev_episode_chunks or []), episode]
     totals: dict[str, np.ndarray] = {}
-    for chunk in [episode, *(prev_episode_chunks or [])]:
+    for k, chunk in enumerate(chunks):
+        following = chunks[k + 1].agent_episodes if k + 1 < len(chunks) else {}
         for aid, sa_episode in chunk.agent_episodes.items():
-            if len(sa_episode) == 0:
+            num_steps = len(sa_episode)
+            if aid in following:
+                num_steps = min(num_steps, following[aid].t_started - sa_episode.t_started)
+            if num_steps <= 0:
                 continue
-            c = _chunk_cost(sa_episode)
+            c = _chunk_cost(sa_episode, num_steps)
             totals[aid] = totals[aid] + c if aid in totals else c
     return totals
 
@@ -44,7 +82,13 @@ def cost_metric_keys(aid: str, m: int) -> list[str]:
 
 
 class SafeCostCallback(RLlibCallback):
-    """Logs exact per-agent episode cost sums and counts (see the module docstring)."""
+    """Logs exact per-agent episode cost sums and counts, and the tail-safety metrics (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._running_episode_costs: dict[str, float] = {}  # EnvRunner side: episode id -> cost so far
+        self._team_cost_limit: float | None = None  # driver side, read once from the config
+        self._team_cost_limit_read = False
 
     def on_episode_end(self, *, episode, prev_episode_chunks=None, metrics_logger=None, **kwargs) -> None:
         """Sums the episode's costs per agent and logs them."""
@@ -55,8 +99,47 @@ class SafeCostCallback(RLlibCallback):
             for key, value in zip(cost_metric_keys(aid, len(total)), total):
                 metrics_logger.log_value(("episode_cost_sum", key), float(value), reduce="sum")
             metrics_logger.log_value(("episode_cost_count", aid), 1, reduce="sum")
-        team = float(np.mean([t.sum() for t in totals.values()]))
-        metrics_logger.log_value("episode_cost_mean", team, window=100)
+        team = np.mean(list(totals.values()), axis=0)  # (m,): a team cost counted once, not summed over agents
+        metrics_logger.log_value("episode_cost_mean", float(team.sum()), window=100)
+        if len(team) > 1:
+            for k, value in enumerate(team):
+                metrics_logger.log_value(f"episode_cost_mean_{k}", float(value), window=100)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Tail-safety metrics (module docstring): per-episode team costs and the cumulative cost, then their tails.
+    # ----------------------------------------------------------------------------------------------------------
+    def on_sample_end(self, *, samples: list, metrics_logger=None, **kwargs) -> None:
+        """Adds each chunk's team cost to its episode's running total; logs ended episodes and the sampled cost."""
+        if metrics_logger is None:
+            return
+        running = self._running_episode_costs
+        sampled = 0.0
+        for chunk in samples:
+            per_agent = [_chunk_cost(sa, len(sa)).sum() for sa in chunk.agent_episodes.values() if len(sa) > 0]
+            cost = float(np.mean(per_agent)) if per_agent else 0.0
+            sampled += cost
+            total = running.pop(chunk.id_, 0.0) + cost
+            if chunk.is_done:
+                metrics_logger.log_value("episode_costs", total, reduce="item_series")
+            else:
+                running[chunk.id_] = total
+        while len(running) > _MAX_RUNNING_EPISODES:  # episodes abandoned by a reset (e.g. reseed_each_iteration)
+            running.pop(next(iter(running)))
+        metrics_logger.log_value("cumulative_cost", sampled, reduce="lifetime_sum")
+
+    def on_train_result(self, *, algorithm, result: dict, **kwargs) -> None:
+        """Replaces the iteration's list of episode costs by its tail metrics and adds the cost rate."""
+        env = result.get("env_runners")
+        if not isinstance(env, dict):
+            return
+        costs = env.pop("episode_costs", None)
+        if not self._team_cost_limit_read:
+            self._team_cost_limit, self._team_cost_limit_read = team_cost_limit(algorithm.config), True
+        if isinstance(costs, (list, tuple)) and len(costs) > 0:
+            env.update(tail_metrics(costs, self._team_cost_limit))
+        steps = env.get("num_env_steps_sampled_lifetime")
+        if "cumulative_cost" in env and steps:
+            env["cost_rate"] = float(env["cumulative_cost"]) / float(steps)
 
 
 def mean_episode_costs(env_runner_metrics: dict, agent_ids: list[str], num_costs: int) -> dict[str, np.ndarray]:
@@ -80,3 +163,51 @@ def mean_episode_costs(env_runner_metrics: dict, agent_ids: list[str], num_costs
             continue
         out[aid] = np.array([sums[k] for k in cost_metric_keys(aid, num_costs)], dtype=np.float64) / count
     return out
+
+
+#: Names of the per-iteration tail metrics under ``env_runners`` (module docstring); ``cumulative_cost`` and
+#: ``cost_rate`` are there on every iteration.
+TAIL_METRICS = ("episode_cost_p90", "episode_cost_cvar10", "episode_cost_over_limit_frac")
+#: Bound on the running totals an EnvRunner keeps for episodes that have not ended.
+_MAX_RUNNING_EPISODES = 10_000
+
+
+def tail_metrics(episode_costs: Any, cost_limit: float | None, alpha: float = 0.1) -> dict[str, float]:
+    """Tail-safety metrics of a set of episode costs.
+
+    Args:
+        episode_costs: The episode costs (at least one).
+        cost_limit: The limit an episode's cost is compared with; None leaves out the fraction over the limit.
+        alpha: The tail fraction of the CVaR (0.1: the worst 10 %).
+
+    Returns:
+        ``episode_cost_p90`` (numpy's linearly interpolated 90th percentile), ``episode_cost_cvar10`` (the mean of the
+        worst ``ceil(alpha·n)`` costs) and, with a limit, ``episode_cost_over_limit_frac`` (fraction of costs > limit).
+    """
+    costs = np.sort(np.asarray(episode_costs, dtype=np.float64))[::-1]
+    if costs.size == 0:
+        raise ValueError("tail_metrics needs at least one episode cost.")
+    worst = max(1, math.ceil(alpha * costs.size - 1e-9))
+    out = {
+        "episode_cost_p90": float(np.percentile(costs, 90)),
+        "episode_cost_cvar10": float(costs[:worst].mean()),
+    }
+    if cost_limit is not None:
+        out["episode_cost_over_limit_frac"] = float(np.mean(costs > cost_limit))
+    return out
+
+
+def team_cost_limit(config: Any) -> float | None:
+    """The limit on the team episode cost: the mean over agents of each agent's limit summed over cost indices.
+
+    Uses ``config.cost_limits()`` where the config has it (the on-policy base), else a scalar ``config.cost_limit``;
+    None when neither gives one.
+    """
+    if hasattr(config, "cost_limits"):
+        try:
+            limits = config.cost_limits()
+        except ValueError:
+            return None
+        return float(np.mean([np.sum(v) for v in limits.values()]))
+    limit = getattr(config, "cost_limit", None)
+    return float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) else None

@@ -1,8 +1,9 @@
 """Dual variables (Lagrange multipliers) of constrained RL, behind one small interface.
 
 Every constrained algorithm of rllib_safe keeps one multiplier per cost index ``j`` (λ of MAPPO-Lagrangian, ν of
-MAFOCOPS, the λ of Constrained-HASAC / WCMASAC) and moves it after each iteration from the measured cost ``J_c``
-(the mean episode cost of the iteration for the on-policy algorithms) and the cost limit ``d``::
+MAFOCOPS, the λ of Constrained-HASAC / WCMASAC) and moves it once per fresh measurement of the cost ``J_c`` (the
+exact, undiscounted mean episode cost of the iteration for the on-policy algorithms; none when no episode ended)
+and the cost limit ``d`` (the ``"macpo"`` rule instead steps after every minibatch, as the MACPO code)::
 
     dual = make_dual("projected_gradient", lr=0.01, upper=2.0)      # ν of FOCOPS / MAFOCOPS
     nu = dual.update(episode_cost=31.2, cost_limit=25.0)             # moves up: the cost is above the limit
@@ -16,8 +17,8 @@ Rules (``make_dual(rule, **kwargs)``):
 
 * ``"projected_gradient"`` (:class:`ProjectedGradientDual`): ``λ ← clip(λ + lr·(J_c − d), lower, upper)``. This is
   MAFOCOPS Eq. 10 (Zhao et al., seed paper ``000``: ``ν_j ← proj_[0, ν_max][ν_j − α(b_j − J_j)]``, with
-  ``b_j = d`` the safety bound and ``α = lr``), the FOCOPS original (Zhang et al. 2020, ``ν_lr = 0.01``,
-  ``ν_max = 2``) and the MACPO code's rule.
+  ``b_j = d`` the safety bound and ``α = lr``) and the FOCOPS original (Zhang et al. 2020, ``ν_lr = 0.01``,
+  ``ν_max = 2``, once per iteration). The MACPO code's MAPPO-Lagrangian rule is a different one: ``"macpo"``.
 * ``"adam"`` (:class:`AdamDual`): one Adam step on the loss ``−λ·(J_c − d)`` (gradient ``−(J_c − d)``), then the
   projection; the OmniSafe / SafePO ``Lagrange`` module (``lambda_lr = 0.035``, ``lagrangian_multiplier_init =
   0.001``, Adam, clamped to ``[0, lagrangian_upper_bound]``). SafePO issue #69 discusses how it differs from the
@@ -25,6 +26,10 @@ Rules (``make_dual(rule, **kwargs)``):
 * ``"pid"`` (:class:`PIDDual`): the PID Lagrangian of Stooke, Achiam and Abbeel, "Responsive Safety in
   Reinforcement Learning by PID Lagrangian Methods" (ICML 2020), Algorithm 2, with the optional exponential
   moving averages of OmniSafe's ``PIDLagrangian`` (CPPO-PID).
+* ``"macpo"`` (:class:`MACPOLagrangeDual`): the MAPPO-Lagrangian rule of the MACPO code (and SafePO's
+  ``mappolag.py``), stepped after **every minibatch** with that minibatch's cost surrogate:
+  ``λ ← max(0, λ + lr·[(J_c − d)·(1 − γ) + mean(r·Â_c)])``. Its :meth:`~MACPOLagrangeDual.update` takes the
+  surrogate; :attr:`DualVariable.per_minibatch` tells the learners to call it per minibatch.
 
 Costs and limits are scalars (one constraint) or length-``m`` vectors; a scalar limit is broadcast over the ``m``
 multipliers. Everything is numpy ``float64``; :meth:`DualVariable.state_dict` holds plain Python numbers and
@@ -42,6 +47,7 @@ import numpy as np
 __all__ = [
     "AdamDual",
     "DualVariable",
+    "MACPOLagrangeDual",
     "PIDDual",
     "ProjectedGradientDual",
     "RULES",
@@ -115,6 +121,8 @@ class DualVariable:
 
     #: The rule name under which :func:`make_dual` builds this class.
     rule: ClassVar[str] = ""
+    #: False: one :meth:`update` per measured J_c (per iteration). True: one per minibatch (see MACPOLagrangeDual).
+    per_minibatch: ClassVar[bool] = False
 
     def __init__(self, *, init: ArrayLike = 0.0, lower: float = 0.0, upper: float = math.inf, num_costs: int = 1):
         if isinstance(num_costs, bool) or not isinstance(num_costs, (int, np.integer)) or num_costs < 1:
@@ -247,7 +255,7 @@ class ProjectedGradientDual(DualVariable):
     """Projected (sub)gradient ascent: ``λ ← clip(λ + lr·(J_c − d), lower, upper)``.
 
     MAFOCOPS Eq. 10 writes it as ``ν_j ← proj_[0, ν_max][ν_j − α(b_j − J_j(π_k))]`` (the same rule with
-    ``α = lr``, ``b_j = d``, ``upper = ν_max``); FOCOPS (Zhang et al. 2020) and the MACPO code use it too.
+    ``α = lr``, ``b_j = d``, ``upper = ν_max``); FOCOPS (Zhang et al. 2020) uses it too, once per iteration.
 
     Args:
         lr: Step size ``α >= 0`` (default 0.01: FOCOPS ``ν_lr``, reference notes §B6).
@@ -437,17 +445,87 @@ class PIDDual(DualVariable):
         self._integral, self._p_err, self._d_cost = integral, p_err, d_cost
 
 
+class MACPOLagrangeDual(DualVariable):
+    """The MACPO code's MAPPO-Lagrangian multiplier rule, one step per minibatch.
+
+    The MACPO code (``MAPPO-Lagrangian/mappo_lagrangian/algorithms/r_mappo/r_mappo_lagr.py``, ``ppo_update``) and
+    SafePO (``safepo/multi_agent/mappolag.py``) move λ after each minibatch's actor step by
+    ``λ ← ReLU(λ − lagrangian_coef_rate · Δ)`` with ``Δ = −mean((J_c − d)(1 − γ) + r·Â_c)``, i.e.::
+
+        λ ← max(0, λ + lr·[(J_c − d)·constraint_scale + mean_B(r·Â_c)])
+
+    where J_c is the last known mean episode cost (``aver_episode_costs``), ``constraint_scale = 1 − γ``, and
+    ``mean_B(r·Â_c)`` is the minibatch mean of the probability ratio (of the policy before that minibatch's step,
+    no HAPPO factor, no clipping) times the (standardised) cost advantage. Defaults: ``lr`` 1e-7 and ``init`` 0.78,
+    the MACPO code's ``lagrangian_coef_rate`` and ``lamda_lagr`` (``scripts/train_mujoco.sh``; later versions of the
+    script use 1e-6, SafePO 1e-5).
+
+    Args:
+        lr: Step size ``>= 0`` (``lagrangian_coef_rate``).
+        constraint_scale: Factor ``> 0`` of ``J_c − d`` (default 0.01 = 1 − γ for γ = 0.99).
+        init: Initial multipliers (default 0.78).
+        lower: Lower bound (default 0: the ReLU).
+        upper: Upper bound (default ``+inf``).
+        num_costs: Number of constraints.
+    """
+
+    rule = "macpo"
+    per_minibatch = True
+
+    def __init__(
+        self,
+        lr: float = 1e-7,
+        constraint_scale: float = 0.01,
+        *,
+        init: ArrayLike = 0.78,
+        lower: float = 0.0,
+        upper: float = math.inf,
+        num_costs: int = 1,
+    ):
+        super().__init__(init=init, lower=lower, upper=upper, num_costs=num_costs)
+        self.lr = _check_real("lr", lr, minimum=0.0)
+        self.constraint_scale = _check_real("constraint_scale", constraint_scale, minimum=0.0)
+        if self.constraint_scale <= 0.0:
+            raise ValueError(f"constraint_scale must be a finite number > 0, got {constraint_scale!r}.")
+        self._surrogate = np.zeros(self.num_costs)
+
+    def update(  # type: ignore[override]
+        self, episode_cost: ArrayLike, cost_limit: ArrayLike, *, cost_surrogate: ArrayLike
+    ) -> float | np.ndarray:
+        """One minibatch step; see the class docstring.
+
+        Args:
+            episode_cost: The last known mean episode cost J_c (a number, or one per cost index).
+            cost_limit: The limit d (broadcast like :meth:`DualVariable.update`).
+            cost_surrogate: ``mean_B(r·Â_c)`` of the minibatch (a number, or one per cost index).
+
+        Returns:
+            The new multipliers, as :attr:`value`.
+        """
+        self._surrogate = _as_vector("cost_surrogate", cost_surrogate, self.num_costs, scalar_ok=False)
+        return super().update(episode_cost, cost_limit)
+
+    def config(self) -> dict[str, Any]:
+        """See :meth:`DualVariable.config`."""
+        return {"lr": self.lr, "constraint_scale": self.constraint_scale, **super().config()}
+
+    def _step(self, cost: np.ndarray, violation: np.ndarray) -> np.ndarray:
+        return self._value + self.lr * (violation * self.constraint_scale + self._surrogate)
+
+
 #: Rule name -> class, for :func:`make_dual`.
-RULES: dict[str, type[DualVariable]] = {cls.rule: cls for cls in (ProjectedGradientDual, AdamDual, PIDDual)}
+RULES: dict[str, type[DualVariable]] = {
+    cls.rule: cls for cls in (ProjectedGradientDual, AdamDual, PIDDual, MACPOLagrangeDual)
+}
 
 
 def make_dual(rule: str, **kwargs: Any) -> DualVariable:
     """Builds a dual variable by rule name.
 
     Args:
-        rule: ``"projected_gradient"``, ``"adam"`` or ``"pid"`` (see the module docstring).
+        rule: ``"projected_gradient"``, ``"adam"``, ``"pid"`` or ``"macpo"`` (see the module docstring).
         **kwargs: The rule's constructor arguments (see :class:`ProjectedGradientDual`, :class:`AdamDual`,
-            :class:`PIDDual`); all take ``init``, ``lower``, ``upper`` and ``num_costs``.
+            :class:`PIDDual`, :class:`MACPOLagrangeDual`); all take ``init``, ``lower``, ``upper`` and ``num_costs``.
 
     Returns:
         The dual variable.

@@ -25,7 +25,7 @@ def small_config(algo, env="Safety2x3HalfCheetahVelocity-v0", steps=50, batch=20
     return (
         get_config(algo)
         .environment(env, env_config={"max_episode_steps": steps})
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .training(
             train_batch_size_per_learner=batch,
             minibatch_size=batch // 2,

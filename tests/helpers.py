@@ -57,12 +57,13 @@ def render_headless(script: str) -> None:
     pytest.skip("no headless OpenGL backend works here: " + "; ".join(gl_errors))
 
 
-def train_and_evaluate_on_toy(config, iterations):
-    """Trains ``config`` on SafeMAToy-v0 (seed 0, local sampling, whole episodes), then evaluates the deterministic
-    policy (the mean action) on 20 episodes; returns the per-iteration ``env_runners`` results and the evaluation's."""
+def train_and_evaluate_on_toy(config, iterations, env="SafeMAToy-v0"):
+    """Trains ``config`` on the toy task ``env`` (seed 0, local sampling, whole episodes), then evaluates the
+    deterministic policy (the mean action) on 20 episodes; returns the per-iteration ``env_runners`` results and the
+    evaluation's."""
     config = (
-        config.environment("SafeMAToy-v0")
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        config.environment(env)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .evaluation(
             evaluation_interval=10_000,  # only the explicit evaluate() below
             evaluation_duration=20,

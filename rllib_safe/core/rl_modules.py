@@ -71,7 +71,13 @@ class ValueNorm(nn.Module):
 
     The critic predicts normalised values; GAE denormalises them. Statistics are float32 buffers (as in HARL's
     ``ValueNorm``), so they are part of the module state: checkpointed exactly with the weights (RLlib's module state
-    round trip casts float64 to float32) and identical on every Learner.
+    round trip casts float64 to float32).
+
+    With several Learners (DDP) each Learner folds the targets of its own shard into its statistics (in the learner
+    connector), then torch's ``DistributedDataParallel`` broadcasts rank 0's buffers at the critic's next forward
+    (``broadcast_buffers=True``, RLlib's default): every Learner's normaliser is overwritten by rank 0's, so the
+    statistics follow rank 0's shards only, and within one iteration the ranks normalise their targets with
+    statistics that differ by their own shard's update.
 
     Args:
         dim: Number of independent value streams (e.g. cost indices).

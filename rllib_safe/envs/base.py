@@ -86,17 +86,37 @@ def check_number(name: str, value: Any, low: float = 0.0, high: float = math.inf
     return float(value)
 
 
+def check_cost_limit(value: Any, num_costs: int) -> float | tuple[float, ...]:
+    """A task's limit on the expected episode cost: a float for one cost, a tuple of ``num_costs`` floats for several.
+
+    Args:
+        value: A number, or (several costs) a number for all or a sequence of one number per cost, each ``>= 0``.
+        num_costs: The task's number of costs ``m``.
+
+    Raises:
+        ValueError: Naming ``cost_limit``, for a negative, non-finite or non-number entry or a wrong length.
+    """
+    if num_costs == 1:
+        return check_number("cost_limit", value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) != num_costs:
+            raise ValueError(f"cost_limit must be a number or {num_costs} numbers (one per cost), got {value!r}.")
+        return tuple(check_number(f"cost_limit[{i}]", v) for i, v in enumerate(value))
+    return (check_number("cost_limit", value),) * num_costs
+
+
 class SafeMultiAgentEnv(MultiAgentEnv):
     """Base class of all rllib_safe tasks (see the module docstring for the contract).
 
     Subclasses set in their constructor: ``task_name``, ``possible_agents``, ``observation_spaces``,
     ``action_spaces``, ``state_space``, ``num_costs``, ``cost_limit`` (the task's default limit on the expected
-    episode cost, with its source) and ``max_episode_steps``; ``self.np_random`` is seeded by :meth:`reset`.
+    episode cost, with its source: a float, or a tuple of one float per cost when ``num_costs > 1``) and
+    ``max_episode_steps``; ``self.np_random`` is seeded by :meth:`reset`.
     """
 
     task_name: str = "SafeMultiAgentEnv"
     num_costs: int = 1
-    cost_limit: float = 25.0
+    cost_limit: float | tuple[float, ...] = 25.0
     max_episode_steps: int = 1000
 
     def __init__(self) -> None:
@@ -173,12 +193,17 @@ class SafeMultiAgentEnv(MultiAgentEnv):
         return obs, rewards, terminateds, truncateds, {aid: dict(info) for aid in agents}
 
     def _set_episode_options(
-        self, task_name: str, max_episode_steps: Any, cost_limit: Any, default_cost_limit: float
+        self, task_name: str, max_episode_steps: Any, cost_limit: Any, default_cost_limit: float | tuple[float, ...]
     ) -> None:
-        """Checks and sets the options every task has (``ValueError`` naming the option)."""
+        """Checks and sets the options every task has (``ValueError`` naming the option).
+
+        Set ``num_costs`` first: with several costs, ``cost_limit`` is a number (the same limit for every cost) or
+        one number per cost, and is stored as a tuple of ``num_costs`` floats.
+        """
         self.task_name = task_name
         self.max_episode_steps = check_int("max_episode_steps", max_episode_steps, 1)
-        self.cost_limit = default_cost_limit if cost_limit is None else check_number("cost_limit", cost_limit)
+        limit = default_cost_limit if cost_limit is None else cost_limit
+        self.cost_limit = check_cost_limit(limit, self.num_costs)
 
     def state(self) -> np.ndarray:
         """Returns the global state that belongs to the latest observations."""

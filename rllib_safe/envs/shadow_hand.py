@@ -71,25 +71,29 @@ Reward (team reward, every agent gets it), with ``d`` the object-goal distance a
 
 * HandOver: ``exp(-0.2 (50 d + theta))`` (DexterousHands ``compute_hand_reward``, ``distRewardScale 50``; its reach
   bonus needs ``d <= 0`` and its fall penalty is 0, so neither is added).
-* ReOrientation: ``-10 (d1 + d2) + 1 / (|theta1| + 0.1) + 1 / (|theta2| + 0.1) - 0.0002 |a|²`` over both hands'
-  40 actions (MACPO ``shadow_hand_re_orientation.py`` with ``distRewardScale -10``, ``rotEps 0.1``,
-  ``actionPenaltyScale -0.0002``).
+* ReOrientation: ``-10 (d1 + d2) + 1.5 / (|theta1| + 0.1) + 1.5 / (|theta2| + 0.1) - 0.0002 |a|²`` over both
+  hands' 40 actions (MACPO ``shadow_hand_re_orientation.py`` with ``cfg/shadow_hand_re_orientation.yaml``:
+  ``distRewardScale -10``, ``rotRewardScale 1.5``, ``rotEps 0.1``, ``actionPenaltyScale -0.0002``; its success
+  bonus never fires: ``goal_resets`` needs ``|theta1 + theta2| < 0``).
 
 Episodes terminate when an object falls: its height ``z <= 0.2`` (Isaac resets at ``object_pos[:, 2] <= 0.2`` with the
 hands at ``z = 0.5``); they are truncated at 75 (HandOver) or 600 (ReOrientation) steps.
 
-Cost (team cost, every agent gets it; one constraint): ``1`` when the watched action entries of the watched hands
-exceed the threshold in absolute value, else ``0`` (:data:`COST_RULES`):
+Cost (team cost, every agent gets it; one constraint): ``1`` when a watched entry of the 40 actions (hand 0's 20,
+then hand 1's) exceeds the threshold in absolute value, else ``0`` (:data:`COST_RULES`). HandOver watches the first
+hand (``agent_0``) only, as both sources do; ReOrientation watches both hands.
 
-* ``"macpo"`` (default): ``|a[4]| > 0.1``. MAFOCOPS Eq. (38) writes ``||F_a4|| >= 0.1`` on the first hand's
-  fore-finger motion; the MACPO Safe MAIG code that produced the results writes ``actions[:, 4] < -0.1 or > 0.1``.
-  We use the code's strict ``>``: an action of exactly 0.1 costs 0.
+* ``"macpo"`` (default): the MACPO Safe MAIG code's ``compute_cost``, ``actions[:, i] < -0.1 or > 0.1`` for ``i = 4``
+  (hand 0's ``A_FFJ1``, the fore finger's middle joint) and, in ReOrientation, ``i = 4 + 24 = 28``, which is hand 1's
+  ``A_RFJ3`` (index 8 of its 20 actions; the ``+ 24`` looks like an offset meant for 24 joints per hand, but MACPO's
+  actions have 20 per hand). MAFOCOPS Eq. (38) writes ``||F_a4|| >= 0.1``; we use the code's strict ``>``: an action
+  of exactly 0.1 costs 0.
+* ``"ffj1"``: ``|a[4]| > 0.1`` on each watched hand's own 20 actions (ReOrientation: indices 4 and 24, both hands'
+  ``A_FFJ1``), Eq. (38) applied per hand; rllib_safe's ReOrientation rule before it offered MACPO's.
 * ``"safe_joint"``: ``|a[4]| > 0.5``; ``"safe_finger"``: any of ``|a[2]|, |a[3]|, |a[4]|`` ``> 0.5`` — the rules of
-  safety-gymnasium's ``ShadowHandOver_Safe_joint`` / ``_Safe_finger`` (``compute_cost``).
+  safety-gymnasium's ``ShadowHandOver_Safe_joint`` / ``_Safe_finger`` (``compute_cost``), on each watched hand.
 
-HandOver watches the first hand (``agent_0``) only, as both sources do; ReOrientation watches both hands (MACPO's
-``compute_cost`` tests ``actions[:, 4]`` and, in one version, ``actions[:, 28]``; we use index 4 of each hand). The
-comparison is made in float32, the dtype of the action space, so that ``0.1`` as given equals the threshold.
+The comparison is made in float32, the dtype of the action space, so that ``0.1`` as given equals the threshold.
 
 Default cost limits: 15 (HandOver) and 110 (ReOrientation), the safety bounds of the MAFOCOPS paper's Safe MAIG
 experiments (Figure 4: "The safety constraint value for ShadowHandOver is set to be 15 and that for another task is set
@@ -130,6 +134,12 @@ JOINT_POSITION_NOISE = 0.2
 HANDOVER_GOAL_SHIFT = 0.25
 #: Distance below which the object counts as delivered (DexterousHands ``successes`` at ``goal_dist < 0.03``).
 SUCCESS_DISTANCE = 0.03
+#: ReOrientation reward scales (MACPO ``cfg/shadow_hand_re_orientation.yaml``: ``distRewardScale``,
+#: ``rotRewardScale``, ``rotEps``, ``actionPenaltyScale``).
+REORIENT_DIST_SCALE = -10.0
+REORIENT_ROT_SCALE = 1.5
+REORIENT_ROT_EPS = 0.1
+REORIENT_ACTION_PENALTY = -0.0002
 
 #: The 24 joints of one hand, in the asset's (and Isaac's DOF) order.
 HAND_JOINTS = (
@@ -166,21 +176,30 @@ class CostRule:
     """A Safe MAIG action-cost rule: cost 1 when any watched action entry exceeds the threshold in absolute value.
 
     Attributes:
-        indices: The watched entries of a hand's 20 actions.
+        first_hand: The watched entries of hand 0's 20 actions.
+        second_hand: The watched entries of hand 1's 20 actions, in tasks that watch both hands (ReOrientation).
         threshold: The bound on ``|a[i]|``; the comparison is strict (``>``).
         source: Where the rule comes from.
     """
 
-    indices: tuple[int, ...]
+    first_hand: tuple[int, ...]
+    second_hand: tuple[int, ...]
     threshold: float
     source: str
 
+    def watched(self, both_hands: bool) -> tuple[int, ...]:
+        """The watched entries of the 40 actions (hand 0's, then hand 1's at ``20 + i``)."""
+        return self.first_hand + (tuple(NUM_ACTIONS + i for i in self.second_hand) if both_hands else ())
 
-#: The selectable cost rules (option ``cost_rule``).
+
+#: The selectable cost rules (option ``cost_rule``; see the module docstring).
 COST_RULES: dict[str, CostRule] = {
-    "macpo": CostRule((4,), 0.1, "MAFOCOPS Eq. (38); MACPO Safe MAIG compute_cost (actions[:, 4] beyond +-0.1)"),
-    "safe_joint": CostRule((4,), 0.5, "safety-gymnasium ShadowHandOver_Safe_joint compute_cost"),
-    "safe_finger": CostRule((2, 3, 4), 0.5, "safety-gymnasium ShadowHandOver_Safe_finger compute_cost"),
+    "macpo": CostRule(
+        (4,), (8,), 0.1, "MACPO Safe MAIG compute_cost: actions[:, 4] (and ReOrientation actions[:, 4 + 24]) beyond 0.1"
+    ),
+    "ffj1": CostRule((4,), (4,), 0.1, "MAFOCOPS Eq. (38) on each watched hand's A_FFJ1"),
+    "safe_joint": CostRule((4,), (4,), 0.5, "safety-gymnasium ShadowHandOver_Safe_joint compute_cost"),
+    "safe_finger": CostRule((2, 3, 4), (2, 3, 4), 0.5, "safety-gymnasium ShadowHandOver_Safe_finger compute_cost"),
 }
 
 
@@ -195,7 +214,7 @@ class ShadowHandTask:
         second_hand_y: The y coordinate of hand 1's mount (hand 0's is at y = 0).
         max_episode_steps: Isaac ``episodeLength``.
         cost_limit: Default limit on the expected episode cost (MAFOCOPS Figure 4).
-        cost_hands: The hands whose actions the cost rule watches.
+        both_hands: Whether the cost rule watches both hands' actions (else hand 0's only).
     """
 
     name: str
@@ -204,30 +223,30 @@ class ShadowHandTask:
     second_hand_y: float
     max_episode_steps: int
     cost_limit: float
-    cost_hands: tuple[int, ...]
+    both_hands: bool
 
 
 SHADOW_HAND_TASKS: dict[str, ShadowHandTask] = {
     t.name: t
     for t in (
-        ShadowHandTask("SafeShadowHandOver-v0", "egg", 1, -1.0, 75, 15.0, (0,)),
-        ShadowHandTask("SafeShadowHandReOrientation-v0", "block", 2, -1.15, 600, 110.0, (0, 1)),
+        ShadowHandTask("SafeShadowHandOver-v0", "egg", 1, -1.0, 75, 15.0, False),
+        ShadowHandTask("SafeShadowHandReOrientation-v0", "block", 2, -1.15, 600, 110.0, True),
     )
 }
 
 
-def shadow_hand_cost(hand_actions: np.ndarray, indices: tuple[int, ...], threshold: float) -> float:
+def shadow_hand_cost(actions: np.ndarray, indices: tuple[int, ...], threshold: float) -> float:
     """The Safe MAIG action cost of one step (MAFOCOPS Eq. 38 with the MACPO code's strict comparison).
 
     Args:
-        hand_actions: The watched hands' actions, shape ``(hands, 20)``, already clipped to [-1, 1].
-        indices: The watched action entries.
+        actions: Both hands' 40 actions (hand 0's, then hand 1's), already clipped to [-1, 1].
+        indices: The watched entries (:meth:`CostRule.watched`).
         threshold: The bound on ``|a[i]|``.
 
     Returns:
         ``1.0`` if any watched ``|a[i]|`` is strictly greater than ``threshold`` (compared in float32), else ``0.0``.
     """
-    watched = np.abs(np.asarray(hand_actions, dtype=np.float32)[..., list(indices)])
+    watched = np.abs(np.asarray(actions, dtype=np.float32).reshape(-1)[list(indices)])
     return float(np.any(watched > np.float32(threshold)))
 
 
@@ -394,7 +413,7 @@ class SafeShadowHand(SafeMultiAgentEnv):
             Isaac ``episodeLength``).
         cost_limit: The limit on the expected episode cost that algorithms use when their config gives none
             (default: 15 HandOver, 110 ReOrientation, MAFOCOPS Figure 4).
-        cost_rule: ``"macpo"`` (default), ``"safe_joint"`` or ``"safe_finger"`` (:data:`COST_RULES`).
+        cost_rule: ``"macpo"`` (default), ``"ffj1"``, ``"safe_joint"`` or ``"safe_finger"`` (:data:`COST_RULES`).
         cost_threshold: Overrides the rule's threshold on ``|a[i]|``.
         render_mode: ``None`` or ``"rgb_array"`` (a 480x640 image; headless with ``MUJOCO_GL=egl`` set before MuJoCo
             is first imported).
@@ -431,9 +450,9 @@ class SafeShadowHand(SafeMultiAgentEnv):
         self.spec_ = spec
         self.cost_rule = cost_rule
         rule = COST_RULES[cost_rule]
-        self.cost_indices = rule.indices
+        #: The watched entries of the 40 actions (hand 0's, then hand 1's).
+        self.cost_indices = rule.watched(spec.both_hands)
         self.cost_threshold = rule.threshold if cost_threshold is None else float(cost_threshold)
-        self._cost_hands = np.array(spec.cost_hands, dtype=np.int64)
         self.render_mode = render_mode
         self._renderer: mujoco.Renderer | None = None
         self._camera: mujoco.MjvCamera | None = None
@@ -583,7 +602,7 @@ class SafeShadowHand(SafeMultiAgentEnv):
     def _step(self, actions: dict[str, np.ndarray]):
         a = np.stack([np.asarray(actions[aid], dtype=np.float32).reshape(NUM_ACTIONS) for aid in self.possible_agents])
         a = np.clip(a, -1.0, 1.0)
-        cost = shadow_hand_cost(a[self._cost_hands], self.cost_indices, self.cost_threshold)
+        cost = shadow_hand_cost(a, self.cost_indices, self.cost_threshold)
         m, d = self.model, self.data
         d.ctrl[self._act] = self._ctrl_center + a.ravel() * self._ctrl_half
         mujoco.mj_step(m, d, nstep=SUBSTEPS)
@@ -593,7 +612,11 @@ class SafeShadowHand(SafeMultiAgentEnv):
         if self.spec_.num_objects == 1:
             reward = math.exp(-0.2 * (50.0 * dist[0] + rot[0]))
         else:
-            reward = float(-10.0 * dist.sum() + (1.0 / (np.abs(rot) + 0.1)).sum() - 0.0002 * np.square(a).sum())
+            reward = float(
+                REORIENT_DIST_SCALE * dist.sum()
+                + REORIENT_ROT_SCALE * (1.0 / (np.abs(rot) + REORIENT_ROT_EPS)).sum()
+                + REORIENT_ACTION_PENALTY * np.square(a).sum()
+            )
         terminated = bool(np.any(d.qpos[self._obj_q + 2] <= FALL_HEIGHT))
         extra = {
             "goal_dist": tuple(float(x) for x in dist),

@@ -30,6 +30,16 @@ agent) and the cumulative episode cost ``C_t``; at reset the previous speeds are
 with the env's seeded generator and ``t = C_0 = 0``. Global state (``float32`` Box in ``[0, 1]^{N+2}``):
 ``[t/T, s_1, …, s_N, C_t/T]``. Episodes never terminate; they are truncated after ``T`` steps. Infos carry the
 team ``"cost"`` (a float), the ``"state"`` and the team's ``"mean_speed"``.
+
+``SafeMAToy2Cost-v0`` (:class:`SafeMAToy2Cost`) is the same task with **two** costs (m = 2, for tests of several
+constraints): cost 0 is the team speed cost above, cost 1 watches the first agent ("the lead", ``agent_0``) alone,
+``(max(0, s_0 − τ_2) / (1 − τ_2))²`` with ``τ_2`` [0.3]; the limits are ``[d_1, d_2]`` [[5.0, 2.5]]. Both costs
+go to every agent as a ``float32`` vector. The best safe team speed is ``m* = min(τ + (1 − τ)·sqrt(d_1/T),
+(s_0^max + N − 1)/N)`` with ``s_0^max = τ_2 + (1 − τ_2)·sqrt(d_2/T)`` (defaults: ``s_0^max = 0.5214``,
+``m* = 0.7236``, reward 18.09 as in the one-cost task; :func:`analytic_optimum_two_costs`). A symmetric team at
+``m*`` costs 9.15 > 2.5 on cost 1: meeting both limits needs the lead to slow down and the others to make up for
+it. Observations and the state end with the cumulative cost of each index (``[t/T, s_i, mean_{j≠i} s_j, C_t^1/T,
+C_t^2/T]``).
 """
 
 from __future__ import annotations
@@ -50,6 +60,12 @@ TOY_COST_LIMIT = 5.0
 TOY_EPISODE_STEPS = 25
 #: Default speed threshold ``τ`` above which steps cost.
 TOY_SPEED_THRESHOLD = 0.5
+#: The registered name of the two-cost variant.
+TOY_2COST_TASK = "SafeMAToy2Cost-v0"
+#: Default limits ``[d_1, d_2]`` of the two-cost variant (this task's own choice: with them both costs matter).
+TOY_2COST_LIMITS = (5.0, 2.5)
+#: Default threshold ``τ_2`` of the lead agent's own speed (cost 1 of the two-cost variant).
+TOY_LEAD_SPEED_THRESHOLD = 0.3
 
 
 def step_cost(mean_speed: float, speed_threshold: float = TOY_SPEED_THRESHOLD) -> float:
@@ -93,6 +109,35 @@ def analytic_optimum(
     }
 
 
+def analytic_optimum_two_costs(
+    num_agents: int = 2,
+    max_episode_steps: int = TOY_EPISODE_STEPS,
+    cost_limits: tuple[float, float] = TOY_2COST_LIMITS,
+    speed_threshold: float = TOY_SPEED_THRESHOLD,
+    lead_speed_threshold: float = TOY_LEAD_SPEED_THRESHOLD,
+) -> dict[str, float]:
+    """The two-cost task's optimal episode numbers (see the module docstring).
+
+    Both per-step costs are convex (in the team's mean speed and in the lead's speed), so by Jensen's inequality the
+    best constant speeds are optimal among all policies.
+
+    Returns:
+        ``safe_speed`` (the best team mean speed ``m*``), ``safe_reward`` (``T·m*``), ``lead_max_speed``
+        (``s_0^max``, the fastest lead speed within ``d_2``) and ``symmetric_lead_cost`` (cost 1 of an episode in
+        which every agent runs at ``m*``).
+    """
+    steps = max_episode_steps
+    team = speed_threshold + (1.0 - speed_threshold) * math.sqrt(min(1.0, cost_limits[0] / steps))
+    lead = lead_speed_threshold + (1.0 - lead_speed_threshold) * math.sqrt(min(1.0, cost_limits[1] / steps))
+    speed = min(team, (lead + num_agents - 1) / num_agents)
+    return {
+        "safe_speed": speed,
+        "safe_reward": steps * speed,
+        "lead_max_speed": lead,
+        "symmetric_lead_cost": steps * step_cost(speed, lead_speed_threshold),
+    }
+
+
 class SafeMAToy(SafeMultiAgentEnv):
     """The ``SafeMAToy-v0`` task (rule, spaces and optimum in the module docstring).
 
@@ -121,16 +166,17 @@ class SafeMAToy(SafeMultiAgentEnv):
     ) -> None:
         super().__init__()
         self.team_size = check_int("num_agents", num_agents, 1)
-        self._set_episode_options("SafeMAToy-v0", max_episode_steps, cost_limit, TOY_COST_LIMIT)
+        self._set_episode_options(self.task_name, max_episode_steps, cost_limit, TOY_COST_LIMIT)
         self.speed_threshold = check_number("speed_threshold", speed_threshold, 0.0, 1.0)
 
         self.possible_agents = [f"agent_{i}" for i in range(self.team_size)]
         self.agents = list(self.possible_agents)
-        self.observation_spaces = {aid: gym.spaces.Box(0.0, 1.0, (4,), np.float32) for aid in self.possible_agents}
+        m = self.num_costs
+        self.observation_spaces = {aid: gym.spaces.Box(0.0, 1.0, (3 + m,), np.float32) for aid in self.possible_agents}
         self.action_spaces = {aid: gym.spaces.Box(-1.0, 1.0, (1,), np.float32) for aid in self.possible_agents}
-        self.state_space = gym.spaces.Box(0.0, 1.0, (self.team_size + 2,), np.float32)
+        self.state_space = gym.spaces.Box(0.0, 1.0, (self.team_size + 1 + m,), np.float32)
         self._speeds: list[float] | None = None
-        self._cum_cost = 0.0
+        self._cum_costs = [0.0] * m
 
     def analytic_optimum(self) -> dict[str, float]:
         """:func:`analytic_optimum` for this env's settings."""
@@ -142,17 +188,17 @@ class SafeMAToy(SafeMultiAgentEnv):
         speeds = self._speeds
         n = self.team_size
         time = t / self.max_episode_steps
-        cum = min(1.0, self._cum_cost / self.max_episode_steps)
+        cums = [min(1.0, c / self.max_episode_steps) for c in self._cum_costs]
         total = sum(speeds)
         obs = {
-            aid: np.array([time, s, (total - s) / (n - 1) if n > 1 else 0.0, cum], dtype=np.float32)
+            aid: np.array([time, s, (total - s) / (n - 1) if n > 1 else 0.0, *cums], dtype=np.float32)
             for aid, s in zip(self.possible_agents, speeds)
         }
-        return obs, np.array([time, *speeds, cum], dtype=np.float32)
+        return obs, np.array([time, *speeds, *cums], dtype=np.float32)
 
     def _reset(self, seed: int | None, options: dict | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         self._speeds = [float(v) for v in self.np_random.uniform(0.0, 1.0, self.team_size)]
-        self._cum_cost = 0.0
+        self._cum_costs = [0.0] * self.num_costs
         return self._observe(0)
 
     def _step(
@@ -173,12 +219,64 @@ class SafeMAToy(SafeMultiAgentEnv):
             speeds.append((min(1.0, max(-1.0, a)) + 1.0) * 0.5)
         self._speeds = speeds
         mean_speed = sum(speeds) / self.team_size
-        cost = step_cost(mean_speed, self.speed_threshold)
-        self._cum_cost += cost
+        costs = self._step_costs(speeds, mean_speed)
+        self._cum_costs = [c + x for c, x in zip(self._cum_costs, costs)]
         obs, state = self._observe(self._t + 1)
+        cost = costs[0] if self.num_costs == 1 else np.array(costs, dtype=np.float32)
         return obs, state, mean_speed, cost, False, {"mean_speed": mean_speed}
+
+    def _step_costs(self, speeds: list[float], mean_speed: float) -> list[float]:
+        """The per-step costs, one per cost index (here: the team speed cost)."""
+        return [step_cost(mean_speed, self.speed_threshold)]
+
+
+class SafeMAToy2Cost(SafeMAToy):
+    """The ``SafeMAToy2Cost-v0`` task: :class:`SafeMAToy` with a second cost on the lead agent's speed (m = 2).
+
+    Args:
+        num_agents: Number of agents ``N >= 1``; ``agent_0`` is the lead.
+        max_episode_steps: Episode length ``T >= 1``.
+        cost_limit: The limits ``[d_1, d_2]`` (a number sets both), each ``>= 0`` (default
+            :data:`TOY_2COST_LIMITS`).
+        speed_threshold: ``τ`` of the team speed cost (cost 0), in ``[0, 1)``.
+        lead_speed_threshold: ``τ_2`` of the lead's speed cost (cost 1), in ``[0, 1)``.
+
+    Raises:
+        ValueError: If an option is invalid; the message names it.
+    """
+
+    task_name = TOY_2COST_TASK
+    num_costs = 2
+
+    def __init__(
+        self,
+        num_agents: int = 2,
+        max_episode_steps: int = TOY_EPISODE_STEPS,
+        cost_limit: float | list[float] | tuple[float, float] | None = None,
+        speed_threshold: float = TOY_SPEED_THRESHOLD,
+        lead_speed_threshold: float = TOY_LEAD_SPEED_THRESHOLD,
+    ) -> None:
+        super().__init__(num_agents, max_episode_steps, None, speed_threshold)
+        self.lead_speed_threshold = check_number("lead_speed_threshold", lead_speed_threshold, 0.0, 1.0)
+        if cost_limit is None:
+            cost_limit = TOY_2COST_LIMITS
+        elif isinstance(cost_limit, (int, float, np.integer, np.floating)) and not isinstance(cost_limit, bool):
+            cost_limit = (cost_limit, cost_limit)
+        if not isinstance(cost_limit, (list, tuple)) or len(cost_limit) != 2:
+            raise ValueError(f"cost_limit must be a number or a pair [d_1, d_2], got {cost_limit!r}.")
+        self.cost_limit = tuple(check_number(f"cost_limit[{k}]", d) for k, d in enumerate(cost_limit))
+
+    def analytic_optimum(self) -> dict[str, float]:
+        """:func:`analytic_optimum_two_costs` for this env's settings."""
+        return analytic_optimum_two_costs(
+            self.team_size, self.max_episode_steps, self.cost_limit, self.speed_threshold, self.lead_speed_threshold
+        )
+
+    def _step_costs(self, speeds: list[float], mean_speed: float) -> list[float]:
+        """Cost 0: the team's mean speed; cost 1: the lead's (``agent_0``'s) own speed."""
+        return [step_cost(mean_speed, self.speed_threshold), step_cost(speeds[0], self.lead_speed_threshold)]
 
 
 def task_factories() -> dict[str, Any]:
     """The registry entries of this module: task name -> constructor taking the task's keyword options."""
-    return {TOY_TASK: SafeMAToy}
+    return {TOY_TASK: SafeMAToy, TOY_2COST_TASK: SafeMAToy2Cost}

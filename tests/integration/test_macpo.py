@@ -30,7 +30,7 @@ def tiny_config(env: str = "Safety2x4AntVelocity-v0", **training) -> MACPOConfig
     return (
         MACPOConfig()
         .environment(env, env_config={"max_episode_steps": 50})
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .training(
             train_batch_size_per_learner=200,
             minibatch_size=100,
@@ -48,8 +48,16 @@ def actor_weights(algo, aid: str) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
 
 
-def test_one_iteration_on_ant_logs_a_valid_cpo_step():
-    config = tiny_config()
+@pytest.mark.parametrize(
+    "accepted, options",
+    [
+        (True, {}),  # the defaults: both agents' first trial passes (seed 3)
+        # A trust region of 50 with one trial of the full step: the step overshoots and is refused (seed 3).
+        (False, {"kl_threshold": 50.0, "fraction_coef": 1.0, "line_search_steps": 1, "max_step_norm": None}),
+    ],
+)
+def test_one_iteration_on_ant_logs_a_valid_cpo_step(accepted, options):
+    config = tiny_config(**options)
     algo = config.build_algo()
     try:
         before = {aid: actor_weights(algo, aid) for aid in AGENTS}
@@ -65,12 +73,14 @@ def test_one_iteration_on_ant_logs_a_valid_cpo_step():
         # c = (J_c − d)(1 − γ) with the task's limit d = 25.
         assert stats["constraint_value"] == pytest.approx((stats["episode_cost"] - 25.0) * (1 - config.gamma))
         changed = any(not np.array_equal(before[aid][k], after[aid][k]) for k in before[aid])
-        if stats["line_search_accepted"]:
+        assert stats["line_search_accepted"] == float(accepted)
+        if accepted:
             assert 0.0 < stats["kl_after_step"] <= config.kl_threshold
             assert stats["step_size"] == pytest.approx(0.3 * 0.5 ** stats["line_search_backtracks"])
             assert stats["cost_surrogate_change"] <= max(-stats["constraint_value"], 0.0) + 1e-9
             assert changed
         else:
+            assert stats["line_search_backtracks"] == 1
             assert stats["step_size"] == 0.0 and stats["kl_after_step"] == 0.0
             assert not changed  # parameters restored bit for bit
 
@@ -87,8 +97,8 @@ def test_infeasible_agents_take_recovery_steps():
         stats = learners[aid]
         assert stats["episode_cost"] > 0 and stats["constraint_value"] > 0
         assert int(stats["cpo_case"]) in (0, 1)  # the infeasible cases
-        if stats["line_search_accepted"]:
-            assert stats["cost_surrogate_change"] <= 0.0 and stats["kl_after_step"] <= config.kl_threshold
+        assert stats["line_search_accepted"] == 1.0  # a recovery step was taken (seed 3), not a restore
+        assert stats["cost_surrogate_change"] < 0.0 and 0.0 < stats["kl_after_step"] <= config.kl_threshold
 
 
 def test_two_learners_take_the_same_step():

@@ -20,7 +20,7 @@ def small_config(**training):
     return (
         MAFOCOPSConfig()
         .environment("Safety2x4AntVelocity-v0", env_config={"max_episode_steps": 50})
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .training(
             **{
                 "train_batch_size_per_learner": 200,
@@ -37,39 +37,62 @@ def small_config(**training):
 
 def test_one_iteration_trains_logs_and_moves_nu_by_eq10():
     algo = small_config(cost_limit=3.0, nu_init=0.5, nu_lr=0.01).build_algo()
+    learner = algo.learner_group._learner
+    batches = {}
+    original = learner.update_agent
+
+    def keep_batch(module_id, batch, **schedule):  # the agent's batch; its weights stay final after its turn
+        original(module_id, batch, **schedule)
+        batches[module_id] = {k: v.clone() for k, v in batch.items() if torch.is_tensor(v)}
+
+    learner.update_agent = keep_batch
     try:
         result = algo.train()
+        learners = result["learners"]
+        assert np.isfinite(learners[CRITIC_ID]["vf_loss"]) and np.isfinite(learners[CRITIC_ID]["cost_vf_loss"])
+        first, second = result["agent_order"].split(",")
+        assert learners[first]["happo_factor_mean"] == 1.0 and learners[second]["happo_factor_mean"] != 1.0
+        for aid in AGENTS:
+            stats = learners[aid]
+            for key in ("policy_loss", "kl_term", "advantage_term"):
+                assert np.isfinite(stats[key]), key
+            assert 1 <= stats["epochs_trained"] <= 3
+            # Eq. 10, once, before the agent's update: ν = clip(ν_0 − α(b − J_c), 0, ν_max).
+            expected = min(max(0.5 - 0.01 * (3.0 - stats["episode_cost"]), 0.0), 1.3)
+            assert stats["nu"] == pytest.approx(expected, abs=1e-12)
+            # The logged KL and acceptance at the stop, recomputed from the agent's final policy on its batch.
+            batch, module = batches[aid], learner.module[aid].unwrapped()
+            dist_cls = module.get_train_action_dist_cls()
+            with torch.no_grad():
+                new = dist_cls.from_logits(module.forward_train({"obs": batch["obs"]})["action_dist_inputs"])
+                state_kl = new.kl(dist_cls.from_logits(batch["action_dist_inputs"]))[batch["loss_mask"].bool()]
+            assert state_kl.mean().item() > 0
+            assert stats["kl_at_stop"] == pytest.approx(state_kl.mean().item(), rel=1e-5)
+            accepted = (state_kl <= 0.0125).double().mean().item()
+            assert stats["accept_fraction_at_stop"] == pytest.approx(accepted, abs=1e-6)
     finally:
+        del learner.update_agent
         algo.stop()
-    learners = result["learners"]
-    assert np.isfinite(learners[CRITIC_ID]["vf_loss"]) and np.isfinite(learners[CRITIC_ID]["cost_vf_loss"])
-    first, second = result["agent_order"].split(",")
-    assert learners[first]["happo_factor_mean"] == 1.0 and learners[second]["happo_factor_mean"] != 1.0
-    for aid in AGENTS:
-        stats = learners[aid]
-        for key in ("policy_loss", "kl_term", "advantage_term", "kl_at_stop"):
-            assert np.isfinite(stats[key]), key
-        assert 0.0 <= stats["accept_fraction"] <= 1.0 and 0.0 <= stats["accept_fraction_at_stop"] <= 1.0
-        assert 1 <= stats["epochs_trained"] <= 3
-        # Eq. 10, once, before the agent's update: ν = clip(ν_0 − α(b − J_c), 0, ν_max).
-        expected = min(max(0.5 - 0.01 * (3.0 - stats["episode_cost"]), 0.0), 1.3)
-        assert stats["nu"] == pytest.approx(expected, abs=1e-12)
 
 
-@pytest.mark.parametrize("kl_threshold, epochs", [(1e-7, 1), (10.0, 4)])
-def test_early_stop_on_mean_kl_of_new_from_old(kl_threshold, epochs):
-    algo = small_config(kl_threshold=kl_threshold, num_epochs=4, lr=3e-3).build_algo()
-    try:
-        learners = algo.train()["learners"]
-    finally:
-        algo.stop()
+def test_early_stop_on_mean_kl_of_new_from_old():
+    """δ = 1e-7: the first epoch already leaves the bound, the agent stops after it; the indicator accepted every
+    state of the first minibatch (π = π_k there) and few afterwards. δ = 10: nothing stops and nothing is rejected,
+    and four full epochs move the policy further from π_k than the stopped one."""
+    logged = {}
+    for kl_threshold in (1e-7, 10.0):
+        algo = small_config(kl_threshold=kl_threshold, num_epochs=4, lr=3e-3).build_algo()
+        try:
+            logged[kl_threshold] = algo.train()["learners"]
+        finally:
+            algo.stop()
     for aid in AGENTS:
-        assert learners[aid]["epochs_trained"] == epochs
-        if epochs == 1:
-            assert learners[aid]["kl_at_stop"] > kl_threshold
-            assert learners[aid]["accept_fraction_at_stop"] < 1.0
-        else:
-            assert learners[aid]["kl_at_stop"] <= kl_threshold
+        stopped, free = logged[1e-7][aid], logged[10.0][aid]
+        assert stopped["epochs_trained"] == 1 and free["epochs_trained"] == 4
+        assert stopped["kl_at_stop"] > 1e-7
+        assert 0.0 < stopped["accept_fraction"] < 1.0 and stopped["accept_fraction_at_stop"] < 1.0
+        assert free["accept_fraction"] == 1.0 and free["accept_fraction_at_stop"] == 1.0
+        assert free["kl_at_stop"] > stopped["kl_at_stop"]
 
 
 def _assert_same(a, b, where="state"):

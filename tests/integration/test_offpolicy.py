@@ -241,3 +241,40 @@ def test_wcmasac_learner_on_cuda():
     finally:
         a.stop()
     assert result["num_gradient_updates"] > 0 and np.isfinite(result["learners"][CRITIC_ID]["cvar"])
+
+
+def test_constrained_hasac_duals_step_once_per_fresh_measurement():
+    """25-step episodes in 10-step iterations: most iterations end no episode. Constrained-HASAC's multipliers must
+    move once per fresh J_c (projected gradient by hand), never again on the last known one."""
+    lr, limit = 0.05, 0.5
+    config = tiny(
+        "ConstrainedHASAC",
+        env_steps_per_iteration=10,
+        updates_per_env_step=0.2,
+        train_batch_size_per_learner=8,
+        dual_rule="projected_gradient",
+        dual_lr=lr,
+        dual_init=0.0,
+        cost_limit=limit,
+    ).env_runners(batch_mode="truncate_episodes", num_envs_per_env_runner=1)
+    algo = config.build_algo()
+    expected = dict.fromkeys(AGENTS, 0.0)
+    fresh = stale = 0
+    try:
+        for _ in range(8):
+            result = algo.train()
+            env, learners = result["env_runners"], result["learners"]
+            assert result["num_gradient_updates"] > 0  # every iteration updates (so every fresh J_c is used at once)
+            is_fresh = env.get("episode_cost_count", {}).get("agent_0", float("nan")) > 0
+            fresh, stale = fresh + is_fresh, stale + (not is_fresh)
+            for aid in AGENTS:
+                if is_fresh:
+                    jc = env["episode_cost_sum"][aid] / env["episode_cost_count"][aid]
+                    expected[aid] = max(0.0, expected[aid] + lr * (jc - limit))
+                assert learners[aid]["lagrange_multiplier"] == pytest.approx(expected[aid], abs=1e-12)
+                assert learners[aid]["dual_updated"] == int(is_fresh)
+        steps = {aid: dual.num_steps for aid, dual in algo.learner_group._learner.duals.items()}
+    finally:
+        algo.stop()
+    assert fresh >= 2 and stale >= 4
+    assert steps == dict.fromkeys(AGENTS, fresh)

@@ -21,7 +21,7 @@ def test_mafocops_ends_under_the_cost_limit_on_the_toy_task():
     config = (
         MAFOCOPSConfig()
         .environment("SafeMAToy-v0")
-        .env_runners(num_env_runners=0, batch_mode="complete_episodes")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .training(
             cost_limit=COST_LIMIT,
             train_batch_size_per_learner=1000,

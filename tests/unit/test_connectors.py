@@ -5,7 +5,7 @@ import pytest
 from ray.rllib.connectors.learner import AddOneTsToEpisodesAndTruncate
 from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
 
-from rllib_safe.callbacks import episode_costs, mean_episode_costs
+from rllib_safe.callbacks import SafeCostCallback, episode_costs, mean_episode_costs
 from rllib_safe.connectors.learner import AddCostsAndStateFromInfos, gae, standardize
 from rllib_safe.core.columns import SafeColumns
 
@@ -56,10 +56,18 @@ def test_gae_lambda_one_is_discounted_return_minus_nothing():
 
 
 def test_standardize_uses_valid_rows_only():
-    x = np.array([1.0, 3.0, 1000.0])
+    # Valid rows [1, 5]: mean 3, std 2 (the masked-out 1000 would change both).
+    x = np.array([1.0, 5.0, 1000.0])
     out = standardize(x, np.array([True, True, False]))
     np.testing.assert_allclose(out[:2], [-1.0, 1.0], rtol=1e-5)
-    np.testing.assert_allclose(standardize(x, np.array([True, True, False]), center_only=True)[:2], [-1.0, 1.0])
+
+
+def test_center_only_subtracts_the_mean_and_keeps_the_scale():
+    # Valid rows [1, 5, 9]: mean 5, std 3.266; centring keeps cost units, standardising divides by the std.
+    x = np.array([[1.0, 10.0], [5.0, 10.0], [9.0, 40.0], [-7.0, 7.0]])
+    mask = np.array([True, True, True, False])
+    np.testing.assert_allclose(standardize(x, mask, center_only=True)[:3], [[-4.0, -10.0], [0.0, -10.0], [4.0, 20.0]])
+    np.testing.assert_allclose(standardize(x, mask)[:3, 0], np.array([-4.0, 0.0, 4.0]) / np.sqrt(32.0 / 3.0), rtol=1e-6)
 
 
 def _episode(costs, terminated, start_state=0.0):
@@ -137,11 +145,28 @@ def test_episode_cost_sums_over_chunks_and_skips_reset_info():
 
 
 def test_mean_episode_costs_is_sum_over_count_not_mean_of_means():
-    # Two EnvRunners: one saw episodes with costs 10 and 20, the other one episode with cost 60.
-    # Exact mean: 90 / 3 = 30 (a mean of the runners' means would give (15 + 60) / 2 = 37.5).
-    metrics = {"episode_cost_sum": {"a0": 90.0, "a1/0": 1.0}, "episode_cost_count": {"a0": 3}}
-    out = mean_episode_costs(metrics, ["a0", "a1"], num_costs=1)
-    assert out == {"a0": pytest.approx(np.array([30.0]))}
+    """Two EnvRunners log their episodes through the callback; the Algorithm aggregates them as in training_step.
+
+    Runner 1 ends episodes costing 10 and 20, runner 2 one episode costing 60 (agent_1's costs are twice agent_0's).
+    Exact mean: 90 / 3 = 30; a mean of the runners' means would give (15 + 60) / 2 = 37.5.
+    """
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    callback = SafeCostCallback()
+    runner_results = []
+    for episode_totals in ([10.0, 20.0], [60.0]):
+        runner_metrics = MetricsLogger()
+        for total in episode_totals:
+            episode = _episode([total / 2, total / 2], terminated=True)
+            callback.on_episode_end(episode=episode, prev_episode_chunks=[], metrics_logger=runner_metrics)
+        runner_results.append(runner_metrics.reduce())
+    algorithm_metrics = MetricsLogger(root=True)
+    algorithm_metrics.aggregate(runner_results, key=ENV_RUNNER_RESULTS)
+    env_runner_results = algorithm_metrics.peek(ENV_RUNNER_RESULTS, compile=True)
+    out = mean_episode_costs(env_runner_results, ["a0", "a1"], num_costs=1)
+    assert out["a0"] == pytest.approx(np.array([30.0]))
+    assert out["a1"] == pytest.approx(np.array([60.0]))
 
 
 @pytest.mark.parametrize("start, stop, lookback", [(0, 3, 0), (2, 5, 1), (1, 4, 0), (3, 6, 2), (4, 6, 1)])

@@ -81,26 +81,39 @@ def test_adam_three_steps_by_hand():
     dual = make_dual("adam", lr=0.1, betas=(0.9, 0.999), eps=1e-8, init=1.0)
     assert isinstance(dual, AdamDual)
     # Step 1: g = -(27 - 25) = -2; m = 0.1 * -2 = -0.2; v = 0.001 * 4 = 0.004;
-    # m_hat = -0.2 / 0.1 = -2; v_hat = 0.004 / 0.001 = 4; lambda = 1 - 0.1 * (-2) / (2 + 1e-8).
-    lam1 = 1.0 + 0.1 * 2.0 / (2.0 + 1e-8)
-    assert lam1 == pytest.approx(1.0999999995, abs=1e-12)
-    assert dual.update(27.0, 25.0) == pytest.approx(lam1, abs=1e-12)
+    # m_hat = -0.2 / 0.1 = -2; v_hat = 0.004 / 0.001 = 4; lambda = 1 - 0.1 * (-2) / (2 + 1e-8) = 1.0999999995.
+    assert dual.update(27.0, 25.0) == pytest.approx(1.0999999995, abs=1e-12)
     # Step 2: g = +1; m = 0.9 * -0.2 + 0.1 * 1 = -0.08; v = 0.999 * 0.004 + 0.001 * 1 = 0.004996;
-    # m_hat = -0.08 / 0.19; v_hat = 0.004996 / 0.001999. Momentum still pushes up.
-    m_hat2, v_hat2 = -0.08 / 0.19, 0.004996 / 0.001999
-    lam2 = lam1 - 0.1 * m_hat2 / (math.sqrt(v_hat2) + 1e-8)
-    assert lam2 == pytest.approx(1.1266337033, abs=1e-9)
-    assert dual.update(24.0, 25.0) == pytest.approx(lam2, abs=1e-12)
+    # m_hat = -0.08 / 0.19 = -0.4210526316; v_hat = 0.004996 / 0.001999 = 2.4992496248, sqrt 1.5809015228;
+    # lambda = 1.0999999995 + 0.1 * 0.4210526316 / 1.5809015228 = 1.1266337033. Momentum still pushes up.
+    assert dual.update(24.0, 25.0) == pytest.approx(1.1266337033, abs=1e-10)
     # Step 3: g = +10; m = 0.9 * -0.08 + 0.1 * 10 = 0.928; v = 0.999 * 0.004996 + 0.001 * 100 = 0.104991004;
-    # m_hat = 0.928 / 0.271; v_hat = 0.104991004 / 0.002997001.
-    m_hat3, v_hat3 = 0.928 / 0.271, 0.104991004 / 0.002997001
-    lam3 = lam2 - 0.1 * m_hat3 / (math.sqrt(v_hat3) + 1e-8)
-    assert lam3 == pytest.approx(1.0687780124, abs=1e-9)
-    assert dual.update(15.0, 25.0) == pytest.approx(lam3, abs=1e-12)
+    # m_hat = 0.928 / 0.271 = 3.4243542435; v_hat = 0.104991004 / 0.002997001 = 35.0320216777, sqrt 5.9187854901;
+    # lambda = 1.1266337033 - 0.1 * 3.4243542435 / 5.9187854901 = 1.0687780124.
+    assert dual.update(15.0, 25.0) == pytest.approx(1.0687780124, abs=1e-9)
     state = dual.state_dict()
     assert state["exp_avg"] == pytest.approx([0.928], abs=1e-15)
     assert state["exp_avg_sq"] == pytest.approx([0.104991004], abs=1e-15)
     assert state["num_steps"] == 3
+
+
+@pytest.mark.parametrize("upper", [math.inf, 0.2])
+def test_adam_matches_torch_adam_with_a_clamp(upper):
+    """The OmniSafe Lagrange module, run with torch: Adam on the loss −λ·(J_c − d), then λ clamped to [0, upper]."""
+    import torch
+
+    costs = [30.0, 31.0, 20.0, 26.0, 10.0, 40.0, 24.0, 25.0]
+    dual = make_dual("adam", lr=0.035, init=0.001, upper=upper)
+    lam = torch.nn.Parameter(torch.tensor(0.001, dtype=torch.float64))
+    optimizer = torch.optim.Adam([lam], lr=0.035)
+    for cost in costs:
+        optimizer.zero_grad()
+        loss = -lam * (cost - 25.0)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            lam.clamp_(0.0, upper)
+        assert dual.update(cost, 25.0) == pytest.approx(lam.item(), abs=1e-12)
 
 
 def test_adam_projects_and_keeps_moments():
@@ -245,9 +258,9 @@ def test_state_dict_is_a_snapshot():
 
 
 def test_bad_rule_names_allowed_values():
-    with pytest.raises(ValueError, match=r"rule must be one of \['adam', 'pid', 'projected_gradient'\]"):
+    with pytest.raises(ValueError, match=r"rule must be one of \['adam', 'macpo', 'pid', 'projected_gradient'\]"):
         make_dual("sgd")
-    assert sorted(RULES) == ["adam", "pid", "projected_gradient"]
+    assert sorted(RULES) == ["adam", "macpo", "pid", "projected_gradient"]
 
 
 def test_unknown_argument():
@@ -337,3 +350,41 @@ def test_base_class_is_abstract():
     dual = DualVariable()
     with pytest.raises(NotImplementedError):
         dual.update(1.0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The MACPO code's MAPPO-Lagrangian rule (one step per minibatch).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_macpo_rule_by_hand():
+    dual = make_dual("macpo", lr=0.1, constraint_scale=0.01, init=0.78)
+    assert dual.per_minibatch and not make_dual("adam").per_minibatch
+    # λ = 0.78 + 0.1 * ((30 - 25) * 0.01 + (-0.2)) = 0.78 + 0.1 * (0.05 - 0.2) = 0.765
+    assert dual.update(30.0, 25.0, cost_surrogate=-0.2) == pytest.approx(0.765, abs=1e-15)
+    # λ = 0.765 + 0.1 * ((20 - 25) * 0.01 + 0.35) = 0.765 + 0.1 * 0.3 = 0.795
+    assert dual.update(20.0, 25.0, cost_surrogate=0.35) == pytest.approx(0.795, abs=1e-15)
+    # λ = 0.795 + 0.1 * (0.0 - 9.0) = -0.105 -> ReLU -> 0
+    assert dual.update(25.0, 25.0, cost_surrogate=-9.0) == 0.0
+    assert dual.num_steps == 3
+
+
+def test_macpo_rule_per_cost_index_and_defaults():
+    dual = make_dual("macpo", num_costs=2)
+    assert dual.config() == {
+        "lr": 1e-7,
+        "constraint_scale": 0.01,
+        "init": [0.78, 0.78],
+        "lower": 0.0,
+        "upper": math.inf,
+        "num_costs": 2,
+    }
+    dual = make_dual("macpo", lr=1.0, constraint_scale=0.5, init=[0.0, 1.0], num_costs=2)
+    # index 0: 0 + (4 - 2) * 0.5 + 0.5 = 1.5; index 1: 1 + (1 - 3) * 0.5 - 0.25 = -0.25 -> 0
+    np.testing.assert_allclose(dual.update([4.0, 1.0], [2.0, 3.0], cost_surrogate=[0.5, -0.25]), [1.5, 0.0])
+    with pytest.raises(ValueError, match="cost_surrogate"):
+        dual.update([4.0, 1.0], 2.0, cost_surrogate=0.5)  # one surrogate per cost index
+    with pytest.raises(ValueError, match="constraint_scale"):
+        make_dual("macpo", constraint_scale=0.0)
+    restored = dual_from_state_dict(dual.state_dict())
+    assert restored.config() == dual.config() and restored.values.tolist() == [1.5, 0.0]

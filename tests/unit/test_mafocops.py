@@ -329,3 +329,12 @@ def test_full_validate_runs_and_checks_base_fields_too():
         MAFOCOPSConfig().environment("SafeMAToy-v0").training(focops_lambda=0).validate()
     with pytest.raises(ValueError, match="`critic_loss`"):
         MAFOCOPSConfig().environment("SafeMAToy-v0").training(critic_loss="l1").validate()
+
+
+def test_macpo_code_base_preset_is_its_learning_rates_and_initial_sigma():
+    c = MAFOCOPSConfig().preset("macpo_code_base")
+    assert (c.lr, c.critic_lr) == (9e-5, 5e-3)
+    # MACPO's σ_0 = std_y_coef · sigmoid(log_std / std_x_coef) with log_std = std_x_coef = 1, std_y_coef = 0.5.
+    assert math.exp(c.init_log_std) == pytest.approx(0.5 * 0.7310585786, abs=1e-10)
+    assert c.kl_threshold == 0.0125  # Table 5's column stays
+    assert (MAFOCOPSConfig().lr, MAFOCOPSConfig().critic_lr, MAFOCOPSConfig().init_log_std) == (5e-4, 5e-4, -0.5)

@@ -8,7 +8,7 @@ import pytest
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from rllib_safe.envs import NonFiniteError, make, task_names
-from rllib_safe.envs.safe_mamujoco import VELOCITY_TASKS, SafeMAMuJoCoVelocity, velocity_cost
+from rllib_safe.envs.safe_mamujoco import VELOCITY_TASKS, SafeMAMuJoCoVelocity, safepo_vector, velocity_cost
 from tests.helpers import check_contract_and_shapes, random_actions, zero_actions
 
 VELOCITY_NAMES = sorted(VELOCITY_TASKS)
@@ -194,6 +194,78 @@ def test_global_observation_mode():
         assert obs[aid].shape == (105 + 4,)
         np.testing.assert_array_equal(obs[aid][:105], infos[aid]["state"])
         np.testing.assert_array_equal(obs[aid][105:], np.eye(4)[i])
+
+
+# SafePO's observation sizes: the Gymnasium *-v4 observation (Ant without contact forces: 27; Humanoid with the world
+# body and the root's dofs: 376) plus the one-hot agent id.
+SAFEPO_STATE_DIMS = {
+    "Safety2x4AntVelocity-v0": 27,
+    "Safety4x2AntVelocity-v0": 27,
+    "Safety2x3HalfCheetahVelocity-v0": 17,
+    "Safety6x1HalfCheetahVelocity-v0": 17,
+    "Safety3x1HopperVelocity-v0": 11,
+    "Safety2x3Walker2dVelocity-v0": 17,
+    "Safety2x1SwimmerVelocity-v0": 8,
+    "Safety9|8HumanoidVelocity-v0": 376,
+}
+
+
+def safepo_share_env_obs(v4_obs, n):
+    """SafePO's ShareEnv._get_obs / _get_share_obs, written out: per agent (s ++ one_hot - mean) / std; the shared
+    observation (s - mean) / (std + 1e-8)."""
+    obs = []
+    for i in range(n):
+        o = np.concatenate([v4_obs, np.eye(n, dtype=np.float32)[i]])
+        obs.append((o - np.mean(o)) / np.std(o))
+    return obs, (v4_obs - np.mean(v4_obs)) / (np.std(v4_obs) + 1e-8)
+
+
+@pytest.mark.parametrize("scenario", ["Ant", "HalfCheetah", "Hopper", "Walker2d", "Swimmer", "Humanoid"])
+def test_safepo_vector_is_the_gymnasium_v4_observation(scenario):
+    """safepo_vector reads from MuJoCo data exactly what Gymnasium's ``*-v4`` ``_get_obs`` returns (SafePO's state)."""
+    import gymnasium as gym
+
+    v4 = gym.make(f"{scenario}-v4").unwrapped
+    v4.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        obs, *_ = v4.step(rng.uniform(-0.4, 0.4, v4.action_space.shape))
+        np.testing.assert_array_equal(safepo_vector(scenario, v4.data), obs)
+
+
+@pytest.mark.parametrize("name", VELOCITY_NAMES)
+def test_safepo_mode_steps_like_safepo_on_gymnasium_v4(name):
+    """``obs_mode="safepo"`` gives, step by step, SafePO's ShareEnv observations of a Gymnasium ``*-v4`` env driven
+    with the same seed and actions (same robot XML; Walker2d-v5 has other foot frictions, so only its reset)."""
+    import gymnasium as gym
+
+    task = VELOCITY_TASKS[name]
+    env = make(name, obs_mode="safepo")
+    n, dim = len(env.possible_agents), SAFEPO_STATE_DIMS[name]
+    check_contract_and_shapes(env, n, [dim + n] * n, EXPECTED_SHAPES[name][2], dim)
+    v4 = gym.make(f"{task.scenario}-v4").unwrapped
+    obs, infos = env.reset(seed=11)
+    v4_obs, _ = v4.reset(seed=11)
+    rng = np.random.default_rng(2)
+    for _ in range(1 if task.scenario == "Walker2d" else 20):
+        expected_obs, expected_state = safepo_share_env_obs(v4_obs, n)
+        for i, aid in enumerate(env.possible_agents):
+            assert obs[aid].dtype == np.float32
+            np.testing.assert_allclose(obs[aid], expected_obs[i], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(infos["agent_0"]["state"], expected_state, rtol=1e-5, atol=1e-5)
+        act = random_actions(env, rng)
+        obs, _, term, _, infos = env.step(act)
+        v4_obs, *_ = v4.step(env.robot.global_action(act))
+        if term["__all__"]:
+            break
+
+
+def test_obs_modes_by_family():
+    for mode in ("local", "global", "safepo"):
+        assert make("Safety2x3HalfCheetahVelocity-v0", obs_mode=mode).obs_mode == mode
+    with pytest.raises(ValueError, match="obs_mode.*'local', 'global', 'safepo'"):
+        make("Safety2x3HalfCheetahVelocity-v0", obs_mode="macpo")
+    assert make("Safety2x3HalfCheetahVelocity-v0").obs_mode == "local"  # the default is unchanged
 
 
 def test_agent_obsk_changes_local_view():

@@ -9,6 +9,7 @@ from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from rllib_safe.envs import NonFiniteError, make, task_names
 from rllib_safe.envs.shadow_hand import (
+    ACTUATED_JOINTS,
     COST_RULES,
     FALL_HEIGHT,
     SHADOW_HAND_TASKS,
@@ -119,10 +120,20 @@ COST_CASES = [
     (HANDOVER, "macpo", "agent_0", 5, -1.0, 0.0),
     (HANDOVER, "macpo", "agent_1", 4, 1.0, 0.0),  # HandOver watches the first hand only
     (REORIENT, "macpo", "agent_0", 4, 0.1001, 1.0),
-    (REORIENT, "macpo", "agent_1", 4, 0.1001, 1.0),  # ReOrientation watches both hands
-    (REORIENT, "macpo", "agent_1", 4, 0.0999, 0.0),
-    (REORIENT, "macpo", "agent_1", 4, 0.1, 0.0),
+    # MACPO's ReOrientation compute_cost also watches actions[:, 4 + 24] = hand 1's index 8 (A_RFJ3), not its index 4.
+    (REORIENT, "macpo", "agent_1", 8, 0.1001, 1.0),
+    (REORIENT, "macpo", "agent_1", 8, -0.1001, 1.0),
+    (REORIENT, "macpo", "agent_1", 8, 0.0999, 0.0),
+    (REORIENT, "macpo", "agent_1", 8, 0.1, 0.0),
+    (REORIENT, "macpo", "agent_1", 4, 1.0, 0.0),
+    (REORIENT, "macpo", "agent_0", 8, 1.0, 0.0),
     (REORIENT, "macpo", "agent_1", 2, 1.0, 0.0),
+    (HANDOVER, "ffj1", "agent_0", 4, 0.1001, 1.0),
+    (HANDOVER, "ffj1", "agent_1", 4, 1.0, 0.0),
+    (REORIENT, "ffj1", "agent_0", 4, 0.1001, 1.0),
+    (REORIENT, "ffj1", "agent_1", 4, 0.1001, 1.0),  # index 4 of each hand
+    (REORIENT, "ffj1", "agent_1", 4, 0.1, 0.0),
+    (REORIENT, "ffj1", "agent_1", 8, 1.0, 0.0),
     (HANDOVER, "safe_joint", "agent_0", 4, 0.4999, 0.0),
     (HANDOVER, "safe_joint", "agent_0", 4, 0.5001, 1.0),
     (HANDOVER, "safe_joint", "agent_0", 4, -0.5001, 1.0),
@@ -172,16 +183,22 @@ def test_cost_threshold_override(cost_envs):
 
 
 def test_cost_rule_table_and_function():
-    assert COST_RULES["macpo"].indices == (4,) and COST_RULES["macpo"].threshold == 0.1
-    assert COST_RULES["safe_joint"].indices == (4,) and COST_RULES["safe_joint"].threshold == 0.5
-    assert COST_RULES["safe_finger"].indices == (2, 3, 4) and COST_RULES["safe_finger"].threshold == 0.5
+    # Watched entries of the 40 actions (hand 0's, then hand 1's), HandOver / ReOrientation.
+    assert COST_RULES["macpo"].watched(False) == (4,) and COST_RULES["macpo"].watched(True) == (4, 28)
+    assert COST_RULES["ffj1"].watched(True) == (4, 24) and COST_RULES["ffj1"].threshold == 0.1
+    assert COST_RULES["safe_joint"].watched(False) == (4,) and COST_RULES["safe_joint"].threshold == 0.5
+    assert COST_RULES["safe_finger"].watched(True) == (2, 3, 4, 22, 23, 24)
+    assert COST_RULES["safe_finger"].threshold == 0.5
+    assert ACTUATED_JOINTS[8] == "RFJ3" and ACTUATED_JOINTS[4] == "FFJ1"
+    assert make(REORIENT).cost_indices == (4, 28) and make(REORIENT, cost_rule="ffj1").cost_indices == (4, 24)
     a = np.zeros((2, 20), np.float32)
-    assert shadow_hand_cost(a, (4,), 0.1) == 0.0
+    assert shadow_hand_cost(a, (24,), 0.1) == 0.0
     a[1, 4] = 0.1  # float32(0.1) equals the threshold taken to float32
-    assert shadow_hand_cost(a, (4,), 0.1) == 0.0
+    assert shadow_hand_cost(a, (24,), 0.1) == 0.0
     a[1, 4] = np.nextafter(np.float32(0.1), np.float32(1.0))
-    assert shadow_hand_cost(a, (4,), 0.1) == 1.0
-    assert shadow_hand_cost(np.array([[0.0, 0.0, 0.0, 0.0, 0.1] + [0.0] * 15]), (4,), 0.1) == 0.0  # float64 input
+    assert shadow_hand_cost(a, (24,), 0.1) == 1.0
+    assert shadow_hand_cost(a, (4, 28), 0.1) == 0.0
+    assert shadow_hand_cost(np.array([0.0, 0.0, 0.0, 0.0, 0.1] + [0.0] * 35), (4,), 0.1) == 0.0  # float64 input
 
 
 def test_default_and_overridden_cost_limit():
@@ -294,7 +311,8 @@ def test_reward_formulas(env):
             expected = math.exp(-0.2 * (50 * dist[0] + rot[0]))
         else:
             a = np.concatenate([actions["agent_0"], actions["agent_1"]])
-            expected = -10 * sum(dist) + sum(1 / (abs(r) + 0.1) for r in rot) - 0.0002 * float(a @ a)
+            # MACPO shadow_hand_re_orientation.yaml: distRewardScale -10, rotRewardScale 1.5, rotEps 0.1.
+            expected = -10 * sum(dist) + sum(1.5 / (abs(r) + 0.1) for r in rot) - 0.0002 * float(a @ a)
         assert rew["agent_0"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
         np.testing.assert_allclose(infos["agent_0"]["goal_dist"], dist, rtol=1e-4, atol=1e-6)
 

@@ -9,7 +9,7 @@ import pytest
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
 
 from rllib_safe.envs import make, task_names
-from rllib_safe.envs.toy import SafeMAToy, analytic_optimum, step_cost
+from rllib_safe.envs.toy import SafeMAToy, SafeMAToy2Cost, analytic_optimum, analytic_optimum_two_costs, step_cost
 
 
 def _act(env: SafeMAToy, values) -> dict[str, np.ndarray]:
@@ -237,3 +237,73 @@ def test_time_varying_policies_do_not_beat_the_safe_optimum():
 def test_invalid_options(kwargs, name):
     with pytest.raises(ValueError, match=name):
         SafeMAToy(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SafeMAToy2Cost-v0: two costs (team speed, lead speed), per-cost limits.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_two_cost_variant_registered_with_per_cost_limits():
+    assert "SafeMAToy2Cost-v0" in task_names()
+    env = make("SafeMAToy2Cost-v0")
+    assert isinstance(env, SafeMAToy2Cost) and env.task_name == "SafeMAToy2Cost-v0"
+    assert env.num_costs == 2 and env.cost_limit == (5.0, 2.5) and env.lead_speed_threshold == 0.3
+    assert make("SafeMAToy2Cost-v0", cost_limit=[4.0, 1.0]).cost_limit == (4.0, 1.0)
+    assert make("SafeMAToy2Cost-v0", cost_limit=3).cost_limit == (3.0, 3.0)
+    assert env.observation_spaces["agent_0"].shape == (5,) and env.state_space.shape == (5,)
+    check_multiagent_environments(SafeMAToy2Cost())
+
+
+def test_two_cost_variant_costs_by_hand():
+    env = SafeMAToy2Cost()
+    env.reset(seed=0)
+    # a = (0, 1) -> s = (0.5, 1), m = 0.75: cost 0 = ((0.75 - 0.5) / 0.5)^2 = 0.25, cost 1 = ((0.5 - 0.3) / 0.7)^2.
+    obs, rew, _, _, info = env.step(_act(env, [0.0, 1.0]))
+    assert rew["agent_0"] == 0.75
+    for aid in env.possible_agents:
+        cost = info[aid]["cost"]
+        assert cost.dtype == np.float32 and cost.shape == (2,)
+        np.testing.assert_allclose(cost, [0.25, (0.2 / 0.7) ** 2], rtol=1e-6)
+    np.testing.assert_allclose(obs["agent_1"], [1 / 25, 1.0, 0.5, 0.25 / 25, (0.2 / 0.7) ** 2 / 25], rtol=1e-5)
+    np.testing.assert_allclose(env.state(), [1 / 25, 0.5, 1.0, 0.25 / 25, (0.2 / 0.7) ** 2 / 25], rtol=1e-5)
+    # The lead standing still and the other at full speed: m = 0.5, no cost at all.
+    _, _, _, _, info = env.step(_act(env, [-1.0, 1.0]))
+    np.testing.assert_array_equal(info["agent_0"]["cost"], [0.0, 0.0])
+
+
+def test_two_cost_optimum_needs_an_asymmetric_team():
+    opt = SafeMAToy2Cost().analytic_optimum()
+    assert opt == analytic_optimum_two_costs()
+    assert opt["lead_max_speed"] == pytest.approx(0.3 + 0.7 * math.sqrt(0.1))
+    assert opt["safe_speed"] == pytest.approx(0.5 + 0.5 * math.sqrt(0.2))  # cost 0 binds, as in the one-cost task
+    assert opt["symmetric_lead_cost"] == pytest.approx(9.1552408, abs=1e-6)  # 25 · ((0.7236 − 0.3) / 0.7)² > 2.5
+    # Both limits met exactly: the lead at s_0^max, the other agent making up the team speed.
+    env = SafeMAToy2Cost()
+    lead, other = opt["lead_max_speed"], 2 * opt["safe_speed"] - opt["lead_max_speed"]
+    env.reset(seed=0)
+    totals = np.zeros(2)
+    reward = 0.0
+    for _ in range(25):
+        _, rew, _, _, info = env.step(_act(env, [2 * lead - 1, 2 * other - 1]))
+        totals += info["agent_0"]["cost"]
+        reward += rew["agent_0"]
+    np.testing.assert_allclose(totals, [5.0, 2.5], rtol=1e-5)
+    assert reward == pytest.approx(opt["safe_reward"], rel=1e-6)
+    # A lead budget so small that the others cannot make up for it: m* = (s_0^max + 1) / 2 < the team's bound.
+    small = analytic_optimum_two_costs(cost_limits=(5.0, 0.0))
+    assert small["safe_speed"] == pytest.approx((0.3 + 1.0) / 2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"cost_limit": [1.0]}, "cost_limit"),
+        ({"cost_limit": [1.0, -1.0]}, "cost_limit\\[1\\]"),
+        ({"cost_limit": "5"}, "cost_limit"),
+        ({"lead_speed_threshold": 1.0}, "lead_speed_threshold"),
+    ],
+)
+def test_two_cost_invalid_options(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        SafeMAToy2Cost(**kwargs)

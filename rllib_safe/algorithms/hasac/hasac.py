@@ -370,6 +370,9 @@ class HASAC(SequentialAlgorithm):
             seed=self.config.seed,
         )
         self._update_credit = 0.0  # gradient updates due but not yet run (fractions carry over)
+        # J_c measured since the last gradient updates, not yet seen by the duals: a dual moves once per fresh
+        # measurement (iterations without updates, e.g. in the warm-up, pass theirs on; the newest one counts).
+        self._fresh_episode_costs: dict[str, np.ndarray] = {}
         self._num_updates_lifetime = 0
         self._uniform_exploration: bool | None = None  # what the EnvRunners were last told
 
@@ -425,6 +428,7 @@ class HASAC(SequentialAlgorithm):
             self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=True), self._agent_ids, self._num_costs
         )
         self._last_episode_costs.update(costs)
+        self._fresh_episode_costs.update(costs)
 
         num_updates = 0
         lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
@@ -456,9 +460,11 @@ class HASAC(SequentialAlgorithm):
                 },
                 num_updates=num_updates,
                 agent_orders=agent_orders,
-                episode_costs={aid: c.tolist() for aid, c in self._last_episode_costs.items()},
+                episode_costs={aid: c.tolist() for aid, c in self._fresh_episode_costs.items()},
+                last_episode_costs={aid: c.tolist() for aid, c in self._last_episode_costs.items()},
             )
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        self._fresh_episode_costs = {}
         update_seconds = time.perf_counter() - update_start
         self._num_updates_lifetime += num_updates
         self.metrics.log_value("gradient_updates_per_s", num_updates / max(update_seconds, 1e-9), window=1)
@@ -502,6 +508,7 @@ class HASAC(SequentialAlgorithm):
         state = super().get_state(*args, **kwargs)
         state["rllib_safe"]["update_credit"] = self._update_credit
         state["rllib_safe"]["num_updates_lifetime"] = self._num_updates_lifetime
+        state["rllib_safe"]["fresh_episode_costs"] = {aid: c.tolist() for aid, c in self._fresh_episode_costs.items()}
         if self.config.store_buffer_in_checkpoints:
             state["rllib_safe"]["replay_buffer"] = self.replay_buffer.state_dict()
         return state
@@ -512,6 +519,8 @@ class HASAC(SequentialAlgorithm):
         ours = state.get("rllib_safe") or {}
         self._update_credit = ours.get("update_credit", self._update_credit)
         self._num_updates_lifetime = ours.get("num_updates_lifetime", self._num_updates_lifetime)
+        if "fresh_episode_costs" in ours:
+            self._fresh_episode_costs = {aid: np.asarray(c) for aid, c in ours["fresh_episode_costs"].items()}
         if "replay_buffer" in ours:
             self.replay_buffer.load_state_dict(ours["replay_buffer"])
 

@@ -57,10 +57,16 @@ class MACPOConfig(SequentialConfig):
     act on MACPO's actors (the critic still uses ``num_epochs``/``minibatch_size``). MACPO supports one cost index
     (m = 1); tasks with several costs are rejected at validation.
 
+    Units of the constraint: ``c = (J_c − d)(1 − γ)`` is in cost units, while the cost advantages behind b are
+    standardised by default (``cost_advantage_normalization="standardize"``, as the MACPO code does), i.e. in units of
+    their standard deviation; CPO's linearised constraint ``c + bᵀx ≤ 0`` (Achiam et al. 2017) assumes both in the
+    same units. ``training(cost_advantage_normalization="center")`` keeps Â_c in cost units: a CPO-faithful run.
+
     Deliberate difference from the MACPO code: there ``trpo_update`` runs once per minibatch (``num_mini_batch`` 40
     in ``train_mujoco.sh``), i.e. up to 40 CPO steps per agent and iteration, each with the critic steps interleaved;
-    here every agent takes one CPO step on its whole batch per iteration, after the critics' update (CPO/TRPO as
-    published, and the same step on every Learner).
+    here every agent takes one CPO step on its whole batch per iteration (CPO/TRPO as published, and the same step on
+    every Learner). The critics train before the agent loop by default; ``critic_update="with_each_agent"`` trains the
+    reward critic and the agent's cost critic in the agent's turn, as the MACPO code does.
     """
 
     def __init__(self, algo_class: type | None = None) -> None:

@@ -1,15 +1,23 @@
 """MAPPO-Lagrangian as published with MACPO.
 
 Source: Gu et al. 2023, "Safe Multi-Agent Reinforcement Learning for Multi-Robot Control", and its code
-``MAPPO-Lagrangian/mappo_lagrangian``.
+``MAPPO-Lagrangian/mappo_lagrangian`` (the MACPO repository).
 
 Sequential HAPPO-style updates with the factor M; agent i maximises ``E[M · min(r Ã, clip(r, 1 ± ε) Ã)]`` with the
-Lagrangian advantage ``Ã = Â_r − Σ_k λ_k^i Â_c^{i,k}``, and its multipliers ``λ^i ≥ 0`` follow the dual ascent on
-``J_c^i − d^i`` (the agent's exact mean episode cost of the iteration minus its limit), once per iteration before
-the agent's policy update. The rule and its learning rate are selectable (``dual_rule``: ``"projected_gradient"``,
-``"adam"`` (default, OmniSafe PPOLag: lr 0.035, λ_0 0.001), ``"pid"``). The MACPO/SafePO setting (λ_0 = 0.78,
-plain gradient steps with ``lagrangian_coef_rate`` 1e-7 / 1e-5, reference_projects B3/B4) is
-``training(dual_rule="projected_gradient", dual_init=0.78, dual_lr=1e-5)``.
+Lagrangian advantage ``Ã = Â_r − Σ_k λ_k^i Â_c^{i,k}`` (the MACPO code's ``adv_targ − lamda_lagr · cost_adv_targ``).
+The multipliers ``λ^i ≥ 0`` follow a selectable rule (``dual_rule``, :mod:`rllib_safe.duals`):
+
+* ``"adam"`` (default; OmniSafe / SafePO PPO-Lag ``Lagrange``: lr 0.035, λ_0 0.001), ``"projected_gradient"`` and
+  ``"pid"``: a dual ascent on ``J_c^i − d^i`` (the agent's exact, undiscounted mean episode cost of the iteration
+  minus its limit), once per fresh measurement, before the agent's policy update. This is *not* the MACPO code's
+  rule; it is the textbook episodic dual ascent of PPO-Lagrangian.
+* ``"macpo"``: the MACPO code's rule (``r_mappo_lagr.py`` ``ppo_update``; SafePO ``mappolag.py`` is the same),
+  ``λ ← ReLU(λ + lr·[(J_c − d)(1 − γ) + mean(r·Â_c)])`` after every minibatch step of the agent, with the last
+  known J_c and the minibatch's ratio (before its step) times its standardised cost advantage. The MACPO code's
+  values: ``training(dual_rule="macpo", dual_init=0.78, dual_lr=1e-7)`` (``scripts/train_mujoco.sh``:
+  ``lamda_lagr`` 0.78, ``lagrangian_coef_rate`` 1e-7, 1e-6 in later versions of the script; SafePO: 1e-5;
+  the MAFOCOPS paper's Table 5 uses ``lamda_lagr`` 0.38 (Ant), 0.46 (HalfCheetah), 0.59/0.52 (ManyAgent Ant
+  2x3/2x4) on Safe MAMuJoCo and rates 1e-7/9e-7 on Safe MAIG).
 """
 
 from __future__ import annotations

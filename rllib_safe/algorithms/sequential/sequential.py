@@ -23,13 +23,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from ray._common.deprecation import DEPRECATED_VALUE  # what AlgorithmConfig.get_state filters on
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.env_context import EnvContext
-from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
@@ -40,6 +40,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from rllib_safe.algorithms.sequential.lost_env_runners import sample_with_bounded_wait
 from rllib_safe.callbacks import SafeCostCallback, mean_episode_costs
 from rllib_safe.core.columns import CRITIC_ID
 from rllib_safe.core.rl_modules import CentralCriticTorchRLModule, SafeActorTorchRLModule
@@ -56,8 +57,8 @@ class EnvInfo:
     action_spaces: dict
     state_space: gym.spaces.Box
     num_costs: int
-    cost_limit: float
-    max_episode_steps: int = 1000
+    cost_limit: float | tuple[float, ...]
+    max_episode_steps: int | None = None
 
 
 @functools.lru_cache(maxsize=32)
@@ -86,11 +87,16 @@ def _probe(env: Any, env_config_items: tuple) -> EnvInfo:
             action_spaces=dict(instance.action_spaces),
             state_space=state_space,
             num_costs=int(getattr(instance, "num_costs", 1)),
-            cost_limit=float(getattr(instance, "cost_limit", 25.0)),
-            max_episode_steps=int(getattr(instance, "max_episode_steps", 1000)),
+            cost_limit=_limit(getattr(instance, "cost_limit", 25.0)),
+            max_episode_steps=getattr(instance, "max_episode_steps", None),
         )
     finally:
         instance.close()
+
+
+def _limit(value: Any) -> float | tuple[float, ...]:
+    """A task's default cost limit: one number, or one per cost index."""
+    return float(value) if np.ndim(value) == 0 else tuple(float(v) for v in np.asarray(value).reshape(-1))
 
 
 def probe_env(config: AlgorithmConfig) -> EnvInfo:
@@ -105,6 +111,12 @@ def probe_env(config: AlgorithmConfig) -> EnvInfo:
 
         rllib_safe.register()
     return _probe(config.env, tuple(sorted((config.env_config or {}).items(), key=lambda kv: kv[0])))
+
+
+@functools.cache
+def _rllib_deprecated_fields() -> frozenset[str]:
+    """RLlib's config attributes whose default is ``DEPRECATED_VALUE`` (RLlib's get_state drops them on purpose)."""
+    return frozenset(k for k, v in vars(PPOConfig()).items() if isinstance(v, int) and v == DEPRECATED_VALUE)
 
 
 def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
@@ -185,17 +197,29 @@ class SequentialConfig(PPOConfig):
       (HAPPO, Kuba et al. 2022; MAFOCOPS Algorithm 1); False: simultaneous updates without a factor (MAPPO).
     * ``happo_factor_clip`` (None): if set to c, M is clipped to [1 − c, 1 + c] before use.
     * ``cost_limit`` (None → the task's default): the limit d on the expected episode cost, a scalar (every agent,
-      every cost index), a list of length m, or a dict ``{agent: scalar or list}``.
+      every cost index), a list of length m (``[d_1, …, d_m]``, one per cost index), or a dict
+      ``{agent: scalar or list}``. It is compared with J_c, the exact *undiscounted* mean episode cost of the
+      iteration's finished episodes (MACPO code and SafePO; the papers write J_c discounted and the FOCOPS code
+      discounts it, see :mod:`rllib_safe.callbacks`).
     * ``cost_gamma`` (0.99), ``cost_lambda`` (0.95): discount and GAE λ of the cost advantages (SafePO defaults).
-    * ``cost_advantage_normalization`` ("standardize" or "center").
+    * ``cost_advantage_normalization`` ("standardize", as the MACPO code and SafePO, or "center"): "center" keeps
+      Â_c in cost units (subtracts the mean only).
     * ``critic_lr`` (5e-4, HARL/SafePO MAMuJoCo), ``critic_loss`` ("huber" or "mse"), ``huber_delta`` (10, SafePO/HARL).
+    * ``critic_update`` ("before_agents"): "before_agents" trains the reward critic and all cost critics once per
+      iteration, for ``num_epochs`` × minibatches, before the agent loop (HARL trains its one centralized critic
+      once per iteration too; its order relative to the actors does not matter, the advantages are computed
+      first). "with_each_agent" steps the reward critic and the agent's cost critics on every minibatch of each
+      agent's update, stopping with the agent's early stop (MAFOCOPS Algorithm 1 line 12; the MACPO and FOCOPS
+      code, where each agent has its own critics): the shared reward critic then takes n times as many steps.
     * ``actor_hiddens`` / ``critic_hiddens`` ([128, 128], SafePO/HARL MAMuJoCo hidden size), ``activation``
       ("tanh"), ``init_log_std`` (-0.5, the FOCOPS reference code), ``use_value_norm`` (True, MAPPO/HAPPO ValueNorm).
     * ``target_kl`` (None): stop an agent's epochs once the mean KL(π_old‖π) exceeds it (algorithms with a KL rule).
     * ``dual_rule`` ("adam"), ``dual_lr`` (0.035), ``dual_init`` (0.001), ``dual_max`` (inf): the Lagrange
       multiplier update of the Lagrangian algorithms (OmniSafe PPOLag defaults: Adam, lr 0.035, init 0.001);
       ``dual_options`` ({}): further arguments of the rule (e.g. ``kp``/``ki``/``kd`` for "pid", see
-      :mod:`rllib_safe.duals`).
+      :mod:`rllib_safe.duals`). Rules "projected_gradient", "adam" and "pid" move once per fresh measurement of
+      J_c; "macpo" steps after every minibatch of the agent's epochs with that minibatch's ``mean(r·Â_c)`` and the
+      last known J_c (the MACPO code; its ``constraint_scale`` defaults to ``1 − gamma``).
     * ``reseed_each_iteration`` (False): start every iteration's sampling from fresh episodes whose env seeds and
       action-sampling RNGs derive from ``(seed, iteration, EnvRunner)``. Then checkpoint → restore → train gives
       exactly the numbers of an uninterrupted run. Use it with ``env_runners(batch_mode="complete_episodes")`` so
@@ -204,7 +228,19 @@ class SequentialConfig(PPOConfig):
 
     Other defaults: ``lr`` 5e-4 (HAPPO actor lr, HARL ``happo.yaml``), ``num_epochs`` 5 (HARL ``ppo_epoch``),
     ``clip_param`` 0.2, ``entropy_coeff`` 0.01, ``gamma`` 0.99, ``lambda_`` 0.95, ``grad_clip`` 10
-    (HARL/SafePO ``max_grad_norm``), ``minibatch_size`` 1000, ``train_batch_size_per_learner`` 4000.
+    (HARL/SafePO ``max_grad_norm``), ``minibatch_size`` 1000.
+
+    Rollout defaults: every iteration measures whole episodes. ``train_batch_size_per_learner`` 10,000 sampled by
+    ``num_env_runners`` 2 × ``num_envs_per_env_runner`` 5 = 10 envs, i.e. 1,000 steps per env and iteration: the
+    SafePO layout for Safe MAMuJoCo (``n_rollout_threads`` 10 × ``episode_length`` 1000 = 10,000 steps per update,
+    SafePO ``marl_cfg`` ``mamujoco:`` block; reference notes B4), one whole 1,000-step episode per env. With
+    ``batch_mode`` "truncate_episodes" (RLlib's default, kept) an episode of at most 1,000 steps that is running when
+    an iteration starts ends within that iteration's 1,000 steps of its env, so every iteration brings a fresh exact
+    J_c for every agent and the duals move once per iteration. Rule: keep ``train_batch_size_per_learner`` = ``max(1,
+    num_env_runners)`` × ``num_envs_per_env_runner`` × (the task's episode length) or more; :meth:`validate` warns
+    when an env's share is shorter (then some iterations end no episode and the duals wait for the next
+    measurement). "complete_episodes" is not the default: RLlib 2.60 then stops each EnvRunner's sample once it has
+    as many finished episodes as envs, dropping the unfinished ones, which favours short (e.g. fallen) episodes in J_c.
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
@@ -218,7 +254,10 @@ class SequentialConfig(PPOConfig):
         self.lambda_ = 0.95
         self.grad_clip = 10.0
         self.minibatch_size = 1000
-        self.train_batch_size_per_learner = 4000
+        # SafePO's rollout: 10 envs × 1,000 steps per iteration (see "Rollout defaults" above).
+        self.train_batch_size_per_learner = 10_000
+        self.num_env_runners = 2
+        self.num_envs_per_env_runner = 5
         self.use_kl_loss = False
         self.kl_coeff = 0.0
         self.callbacks_class = SafeCostCallback
@@ -231,6 +270,7 @@ class SequentialConfig(PPOConfig):
         self.cost_advantage_normalization = "standardize"
         self.critic_lr = 5e-4
         self.critic_loss = "huber"
+        self.critic_update = "before_agents"
         self.huber_delta = 10.0
         self.actor_hiddens = [128, 128]
         self.critic_hiddens = [128, 128]
@@ -244,6 +284,20 @@ class SequentialConfig(PPOConfig):
         self.dual_max = float("inf")
         self.dual_options = {}
         self.reseed_each_iteration = False
+        self.lost_env_runners_timeout_s = 600.0
+
+    def fault_tolerance(self, *, lost_env_runners_timeout_s: float = NotProvided, **kwargs: Any) -> SequentialConfig:
+        """RLlib's fault-tolerance options plus ``lost_env_runners_timeout_s`` (600).
+
+        ``lost_env_runners_timeout_s``: how long an iteration waits for restarted EnvRunners while none returns
+        samples (all dead, e.g. their node died) before it saves a checkpoint and raises
+        :class:`~rllib_safe.algorithms.sequential.lost_env_runners.EnvRunnersLostError`. The default leaves time for
+        a cluster autoscaler to replace a node (a cloud VM boots and pulls the image in a few minutes).
+        """
+        super().fault_tolerance(**kwargs)
+        if lost_env_runners_timeout_s is not NotProvided:
+            self.lost_env_runners_timeout_s = lost_env_runners_timeout_s
+        return self
 
     def training(
         self,
@@ -256,6 +310,7 @@ class SequentialConfig(PPOConfig):
         cost_advantage_normalization: str = NotProvided,
         critic_lr: float = NotProvided,
         critic_loss: str = NotProvided,
+        critic_update: str = NotProvided,
         huber_delta: float = NotProvided,
         actor_hiddens: list[int] = NotProvided,
         critic_hiddens: list[int] = NotProvided,
@@ -282,6 +337,7 @@ class SequentialConfig(PPOConfig):
             cost_advantage_normalization=cost_advantage_normalization,
             critic_lr=critic_lr,
             critic_loss=critic_loss,
+            critic_update=critic_update,
             huber_delta=huber_delta,
             actor_hiddens=actor_hiddens,
             critic_hiddens=critic_hiddens,
@@ -300,6 +356,21 @@ class SequentialConfig(PPOConfig):
                 setattr(self, key, value)
         return self
 
+    def get_state(self) -> dict[str, Any]:
+        """RLlib's config state, plus every field that RLlib's filter dropped only because it equals -1.
+
+        RLlib 2.60's ``AlgorithmConfig.get_state`` leaves out every attribute equal to its ``DEPRECATED_VALUE``
+        (-1), and ``Algorithm.__init__`` rebuilds the config from that state, so ``init_log_std=-1.0`` (or any
+        field set to -1) silently came back as its default. Here every such attribute is kept, except RLlib's
+        genuinely deprecated fields (those whose default is ``DEPRECATED_VALUE``).
+        """
+        state = super().get_state()
+        deprecated = _rllib_deprecated_fields()
+        for key, value in vars(self).items():
+            if key not in state and key not in ("algo_class", "_is_frozen") and key not in deprecated:
+                state[key] = value
+        return state
+
     # ------------------------------------------------------------------------------------------------------------
     # Validation: every bad value raises ValueError naming the field, before any Ray actor starts.
     # ------------------------------------------------------------------------------------------------------------
@@ -310,12 +381,32 @@ class SequentialConfig(PPOConfig):
         self.cost_limits(info)  # raises on a malformed cost_limit
         if set(self.policies or ()) != set(info.agent_ids) | {CRITIC_ID}:
             self.multi_agent(policies=set(info.agent_ids) | {CRITIC_ID}, policy_mapping_fn=agent_to_module)
+        if self.critic_update == "with_each_agent" and (self.num_learners or 0) > 1:
+            # During one agent's turn the other agents' cost critics take no part in the loss: DDP must know.
+            self.torch_ddp_kwargs = {"find_unused_parameters": True, **self.torch_ddp_kwargs}
         super().validate()
+        self._warn_if_iterations_can_miss_episode_ends(info)
+
+    def _warn_if_iterations_can_miss_episode_ends(self, info: EnvInfo) -> None:
+        """Warns when an env samples fewer steps per iteration than one episode (see "Rollout defaults")."""
+        if self.batch_mode != "truncate_episodes" or not info.max_episode_steps:
+            return
+        per_env = self.get_rollout_fragment_length(worker_index=max(1, self.num_env_runners or 0))
+        if per_env < info.max_episode_steps:
+            logger.warning(
+                "Each env samples %d steps per iteration, fewer than one %d-step episode: some iterations will end no "
+                "episode, and the cost multipliers then wait for the next measured episode cost. For a fresh cost "
+                "every iteration use train_batch_size_per_learner >= num_env_runners x num_envs_per_env_runner x %d "
+                "(or batch_mode='complete_episodes').",
+                per_env,
+                info.max_episode_steps,
+                info.max_episode_steps,
+            )
 
     def _validate_safe_fields(self) -> None:
         positive, unit = functools.partial(check_positive, self), functools.partial(check_unit, self)
 
-        for name in ("lr", "critic_lr", "huber_delta", "clip_param"):
+        for name in ("lr", "critic_lr", "huber_delta", "clip_param", "lost_env_runners_timeout_s"):
             positive(name)
         for name in ("entropy_coeff", "dual_lr", "dual_init"):
             positive(name, allow_zero=True)
@@ -332,6 +423,10 @@ class SequentialConfig(PPOConfig):
             )
         if self.critic_loss not in ("huber", "mse"):
             raise ValueError(f"`critic_loss` must be 'huber' or 'mse', got {self.critic_loss!r}.")
+        if self.critic_update not in ("before_agents", "with_each_agent"):
+            raise ValueError(
+                f"`critic_update` must be 'before_agents' or 'with_each_agent', got {self.critic_update!r}."
+            )
         if self.activation not in ("tanh", "relu", "elu", "silu"):
             raise ValueError(f"`activation` must be one of tanh, relu, elu, silu; got {self.activation!r}.")
         for name in ("actor_hiddens", "critic_hiddens"):
@@ -346,10 +441,12 @@ class SequentialConfig(PPOConfig):
 
     def dual_kwargs(self, num_costs: int) -> dict[str, Any]:
         """Constructor arguments of :func:`rllib_safe.duals.make_dual` from the ``dual_*`` fields."""
-        kwargs = {"init": self.dual_init, "upper": self.dual_max, "num_costs": num_costs, **self.dual_options}
+        kwargs = {"init": self.dual_init, "upper": self.dual_max, "num_costs": num_costs}
         if self.dual_rule != "pid":
             kwargs["lr"] = self.dual_lr
-        return kwargs
+        if self.dual_rule == "macpo":
+            kwargs["constraint_scale"] = 1.0 - self.gamma  # the MACPO code's (J_c − d)(1 − γ)
+        return {**kwargs, **self.dual_options}
 
     def cost_limits(self, info: EnvInfo | None = None) -> dict[str, np.ndarray]:
         """The cost limit d per agent as a length-m vector (``cost_limit`` broadcast; None → the task's default)."""
@@ -448,24 +545,19 @@ class SequentialAlgorithm(Algorithm):
             self.reseed_env_runners()
         start = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            episodes, env_runner_results = synchronous_parallel_sample(
-                worker_set=self.env_runner_group,
-                max_env_steps=self.config.total_train_batch_size,
-                sample_timeout_s=self.config.sample_timeout_s,
-                _uses_new_env_runners=True,
-                _return_metrics=True,
-            )
-            if not episodes:
-                return
+            # Waits for restarted EnvRunners while none returns samples; raises EnvRunnersLostError after
+            # `lost_env_runners_timeout_s` (with a checkpoint) instead of returning empty, NaN iterations.
+            episodes, env_runner_results = sample_with_bounded_wait(self)
             self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
         sampled = time.perf_counter()
-        # Exact mean episode cost of this iteration (sum / count over all EnvRunners); agents that finished no
-        # episode this iteration keep their last known value.
-        costs = mean_episode_costs(
+        # Exact mean episode cost of this iteration (sum / count over all EnvRunners), for the agents that finished
+        # an episode in it: only these fresh measurements move a dual. The last known values go along for logging
+        # (and for MACPO's step, which, like the MACPO code, uses the last known J_c).
+        fresh = mean_episode_costs(
             self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=True), self._agent_ids, self._num_costs
         )
-        self._last_episode_costs.update(costs)
+        self._last_episode_costs.update(fresh)
         agent_order = self.draw_agent_order()
 
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
@@ -480,7 +572,8 @@ class SequentialAlgorithm(Algorithm):
                 minibatch_size=self.config.minibatch_size,
                 shuffle_batch_per_epoch=self.config.shuffle_batch_per_epoch,
                 agent_order=agent_order,
-                episode_costs={aid: c.tolist() for aid, c in self._last_episode_costs.items()},
+                episode_costs={aid: c.tolist() for aid, c in fresh.items()},
+                last_episode_costs={aid: c.tolist() for aid, c in self._last_episode_costs.items()},
             )
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         self.metrics.log_value("agent_order", ",".join(agent_order), reduce="item")

@@ -41,6 +41,8 @@ class SafeLearner(Learner):
         self.num_costs = info.num_costs
         self.cost_limits = self.config.cost_limits(info)
         self.duals: dict[str, DualVariable] = self.make_duals()
+        #: The last known J_c of every agent measured so far (set by each ``update``; read by hooks and logging).
+        self.known_episode_costs: dict[str, Any] = {}
 
     def make_duals(self) -> dict[str, DualVariable]:
         """The dual variables of the algorithm, one per agent with m entries; none in the unconstrained base."""
@@ -52,12 +54,22 @@ class SafeLearner(Learner):
             aid: make_dual(self.config.dual_rule, **self.config.dual_kwargs(self.num_costs)) for aid in self.agent_ids
         }
 
-    def update_dual(self, module_id: str, episode_cost: Any) -> None:
-        """Updates agent ``module_id``'s multipliers from its exact mean episode cost J_c (skipped if unknown)."""
+    def update_dual(self, module_id: str, episode_cost: Any) -> bool:
+        """Updates agent ``module_id``'s multipliers from a fresh exact mean episode cost J_c.
+
+        Args:
+            module_id: The agent.
+            episode_cost: J_c measured in this iteration, or None when none of the agent's episodes ended in it
+                (then the multipliers stay: a dual moves once per fresh measurement).
+
+        Returns:
+            Whether the multipliers moved.
+        """
         dual = self.duals.get(module_id)
-        if dual is None or episode_cost is None:
-            return
+        if dual is None or episode_cost is None or dual.per_minibatch:  # per-minibatch rules step in the epochs
+            return False
         dual.update(np.asarray(episode_cost, dtype=np.float64), self.cost_limits[module_id])
+        return True
 
     def dual_value(self, module_id: str) -> np.ndarray:
         """The current multipliers of an agent as a length-m array (zeros without duals)."""

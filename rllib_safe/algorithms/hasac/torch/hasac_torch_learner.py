@@ -169,6 +169,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         num_updates: int = 1,
         agent_orders: list[list[str]] | None = None,
         episode_costs: dict[str, Any] | None = None,
+        last_episode_costs: dict[str, Any] | None = None,
         _no_metrics_reduce: bool = False,
         **kwargs: Any,
     ) -> dict:
@@ -191,8 +192,9 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
 
         self.before_gradient_based_update(timesteps=timesteps or {})
         self._weights_seq_no += 1
-        episode_costs = episode_costs or {}
-        self.update_duals_for_iteration(episode_costs)
+        episode_costs = episode_costs or {}  # fresh J_c, measured since the last call: the duals step on these
+        self.known_episode_costs.update(last_episode_costs or episode_costs)
+        dual_updated = self.update_duals_for_iteration(episode_costs)
         size = rows // num_updates
         stats: dict[tuple[str, str], torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self._device))
         start = time.perf_counter()
@@ -204,7 +206,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
                 minibatch = {key: value[k * size : (k + 1) * size] for key, value in tensors.items()}
                 self.gradient_update(minibatch, agent_orders[k], stats)
         elapsed = time.perf_counter() - start
-        self._log_update(stats, num_updates, elapsed, episode_costs)
+        self._log_update(stats, num_updates, elapsed, self.known_episode_costs, dual_updated)
         self.after_gradient_based_update(timesteps=timesteps or {})
         return None if _no_metrics_reduce else self.metrics.reduce()
 
@@ -289,16 +291,23 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         """The cost term of agent ``module_id``'s actor loss per row (0 in HASAC)."""
         return torch.zeros((), device=self._device)
 
-    def update_duals_for_iteration(self, episode_costs: dict[str, Any]) -> None:
-        """Moves every agent's multipliers from its exact mean episode cost (once per iteration, before the updates)."""
-        for aid in self.agent_ids:
-            self.update_dual(aid, episode_costs.get(aid))
+    def update_duals_for_iteration(self, episode_costs: dict[str, Any]) -> dict[str, bool]:
+        """Moves every agent's multipliers once from its fresh exact mean episode cost, before the updates.
+
+        An agent without a fresh measurement (no episode of it ended since the last updates) keeps its multipliers.
+
+        Returns:
+            ``{agent: whether its multipliers moved}``.
+        """
+        return {aid: self.update_dual(aid, episode_costs.get(aid)) for aid in self.agent_ids}
 
     def after_actor_updates(self, critics: Any, batch: dict, actions: dict, stats: dict) -> None:
         """Called after the actor steps of every gradient update with the joint actions of the updated policies."""
 
     # ------------------------------------------------------------------------------------------------------------
-    def _log_update(self, stats: dict, num_updates: int, elapsed: float, episode_costs: dict) -> None:
+    def _log_update(
+        self, stats: dict, num_updates: int, elapsed: float, episode_costs: dict, dual_updated: dict[str, bool]
+    ) -> None:
         """Means over the iteration's updates; non-finite losses raise naming the loss."""
         means = {key: float(value) / num_updates for key, value in stats.items()}
         bad = [f"{module}/{name}" for (module, name), value in means.items() if not np.isfinite(value)]
@@ -311,6 +320,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         for aid in self.agent_ids:
             per_module[aid]["alpha"] = float(alphas[aid])
             if self.duals:
+                per_module[aid]["dual_updated"] = float(dual_updated.get(aid, False))
                 for k, v in enumerate(self.dual_value(aid)):
                     per_module[aid][self.dual_name if self.num_costs == 1 else f"{self.dual_name}_{k}"] = float(v)
             if episode_costs.get(aid) is not None:

@@ -1,9 +1,9 @@
 """MACPO's learner: the sequential base with its one step hook replaced by a CPO step per agent.
 
 The base (:class:`~rllib_safe.algorithms.sequential.torch.sequential_torch_learner.SequentialTorchLearner`) trains the
-critics, then, for each agent of the permutation, calls :meth:`update_dual` with the agent's exact mean episode cost
-(MACPO has no dual variables: the cost is remembered for the step), writes the HAPPO factor M into the agent's batch,
-calls :meth:`update_agent` (here: one full-batch CPO step) and folds the agent's probability ratio into M.
+critics, then, for each agent of the permutation, writes the HAPPO factor M into the agent's batch, calls
+:meth:`update_agent` (here: one full-batch CPO step with the agent's last known exact mean episode cost J_c; MACPO has
+no dual variables) and folds the agent's probability ratio into M.
 
 With several Learners (DDP) every rank holds a shard of the batch. All means are written as this rank's sum divided by
 the *global* number of valid rows, and every gradient, Fisher-vector product and line-search statistic is summed over
@@ -29,7 +29,7 @@ from rllib_safe.algorithms.macpo.torch.cpo import (
     flat_grad,
 )
 from rllib_safe.algorithms.sequential.torch.sequential_torch_learner import SequentialTorchLearner
-from rllib_safe.core.columns import SafeColumns
+from rllib_safe.core.columns import CRITIC_ID, SafeColumns
 
 
 class MACPOTorchLearner(SequentialTorchLearner):
@@ -47,16 +47,6 @@ class MACPOTorchLearner(SequentialTorchLearner):
     region: CPO step; 2 feasible, boundary cuts the trust region: CPO step; 3 feasible, whole trust region safe:
     TRPO step; 4 feasible, no cost gradient: TRPO step.
     """
-
-    def build(self) -> None:
-        """The base's build plus the per-agent episode costs of the current update."""
-        super().build()
-        self._step_episode_costs: dict[str, Any] = {}
-
-    def update_dual(self, module_id: str, episode_cost: Any) -> None:
-        """Remembers agent ``module_id``'s exact mean episode cost J_c for its CPO step (MACPO has no duals)."""
-        self._step_episode_costs[module_id] = episode_cost
-        super().update_dual(module_id, episode_cost)
 
     # ------------------------------------------------------------------------------------------------------------
     def _distributed(self) -> bool:
@@ -78,7 +68,10 @@ class MACPOTorchLearner(SequentialTorchLearner):
     def update_agent(
         self, module_id: str, batch: dict, *, num_steps: int, num_epochs: int, minibatch_size: int, generator
     ) -> None:
-        """One full-batch CPO step of agent ``module_id`` (the schedule arguments are not used).
+        """One full-batch CPO step of agent ``module_id`` (the schedule is used only by the critics, see below).
+
+        With ``critic_update="with_each_agent"`` the reward critic and this agent's cost critic first train for the
+        schedule's epochs and minibatches (the MACPO code trains the critics inside each agent's update).
 
         Steps (equations in :mod:`rllib_safe.algorithms.macpo.torch.cpo`):
 
@@ -90,9 +83,19 @@ class MACPOTorchLearner(SequentialTorchLearner):
         4. x rescaled to ``max_step_norm``; line search over ``θ_k + fraction_coef · line_search_fraction^i · x``.
         """
         config = self.config
+        critic_batch = self.critic_batch_with(module_id)
+        if critic_batch is not None:  # critic_update="with_each_agent": the critics train in the agent's turn
+            self.train_minibatches(
+                CRITIC_ID,
+                critic_batch,
+                num_steps=num_steps,
+                num_epochs=num_epochs,
+                minibatch_size=minibatch_size,
+                generator=generator,
+            )
         module = self.module[module_id].unwrapped()
         params = [p for p in module.parameters() if p.requires_grad]
-        episode_cost = self._step_episode_costs.get(module_id)
+        episode_cost = self.known_episode_costs.get(module_id)  # the last known J_c, as the MACPO code
         if episode_cost is None:
             self._log_step(module_id, {"cpo_case": CASE_SKIPPED, "line_search_accepted": 0})
             return

@@ -3,9 +3,11 @@
 ``update()`` (the one method RLlib's design leaves to us, see ``notes/rllib_new_stack.md`` §3.6):
 
 1. run the learner connector once (costs, state, reward GAE, cost GAE, critic batch);
-2. train the centralized critic module (reward critic and cost critics) for the configured epochs/minibatches;
+2. with ``critic_update="before_agents"``: train the centralized critic module (reward critic and all cost critics)
+   for the configured epochs/minibatches;
 3. for each agent in the permutation received from the Algorithm (identical on every Learner):
-   update the agent's duals from its exact episode cost (:meth:`update_dual`), write the factor M of the agents
+   update the agent's duals from its exact episode cost when this iteration measured one (:meth:`update_dual`;
+   an iteration in which none of its episodes ended leaves the duals where they are), write the factor M of the agents
    already updated into its batch (rows are aligned by env step, written before any minibatching), run its epochs
    through :meth:`update_agent` (the narrow hook MACPO overrides), and fold its new/old probability ratio into M.
 
@@ -70,13 +72,20 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         timesteps: dict | None = None,
         agent_order: list[str] | None = None,
         episode_costs: dict[str, Any] | None = None,
+        last_episode_costs: dict[str, Any] | None = None,
         num_epochs: int = 1,
         minibatch_size: int | None = None,
         num_total_minibatches: int = 0,
         _no_metrics_reduce: bool = False,
         **kwargs: Any,
     ) -> dict:
-        """Critic update, then the sequential (or simultaneous) agent updates; see the module docstring."""
+        """Critic update, then the sequential (or simultaneous) agent updates; see the module docstring.
+
+        ``episode_costs`` holds the agents' exact mean episode costs J_c measured in this iteration (agents whose
+        episodes did not end are absent): only these move the duals. ``last_episode_costs`` holds the last known
+        J_c of every agent measured so far (default: ``episode_costs``); it is logged and available to the hooks as
+        :attr:`known_episode_costs`.
+        """
         self._check_is_built()
         self.before_gradient_based_update(timesteps=timesteps or {})
         if training_data is None:
@@ -92,22 +101,27 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         schedule = {"num_steps": num_steps, "num_epochs": num_epochs, "minibatch_size": minibatch_size}
         generator = torch.Generator().manual_seed(int(self.config.seed or 0) * 1_000_003 + self._weights_seq_no)
 
-        self.train_minibatches(CRITIC_ID, batches[CRITIC_ID], generator=generator, **schedule)
+        self._critic_batch = batches[CRITIC_ID]
+        if self.config.critic_update == "before_agents":
+            self.train_minibatches(CRITIC_ID, self._critic_batch, generator=generator, **schedule)
 
         agent_order = list(agent_order or self.agent_ids)
         if sorted(agent_order) != sorted(self.agent_ids):
             raise ValueError(f"agent_order {agent_order} is not a permutation of the agents {self.agent_ids}.")
         self.last_agent_order = agent_order
-        episode_costs = episode_costs or {}
+        fresh = episode_costs or {}
+        self.known_episode_costs = {**(last_episode_costs if last_episode_costs is not None else {}), **fresh}
         factor = torch.ones(n, device=self._device)
+        self._minibatch_dual_steps: dict[str, int] = {}
         for module_id in agent_order:
             batch = batches[module_id]
-            self.update_dual(module_id, episode_costs.get(module_id))
+            dual_updated = self.update_dual(module_id, fresh.get(module_id))
             batch[SafeColumns.HAPPO_FACTOR] = self._clip_factor(factor)
             self.update_agent(module_id, batch, generator=generator, **schedule)
+            dual_updated = dual_updated or self._minibatch_dual_steps.get(module_id, 0) > 0
             if self.config.sequential:
                 factor = factor * self.probability_ratio(module_id, batch)
-            self._log_agent(module_id, batch, episode_costs.get(module_id))
+            self._log_agent(module_id, batch, self.known_episode_costs.get(module_id), dual_updated)
 
         self.after_gradient_based_update(timesteps=timesteps or {})
         return None if _no_metrics_reduce else self.metrics.reduce()
@@ -121,7 +135,11 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
     def update_agent(
         self, module_id: str, batch: dict, *, num_steps: int, num_epochs: int, minibatch_size: int, generator
     ) -> None:
-        """One agent's policy update: its epochs of minibatch gradient steps (the hook MACPO overrides)."""
+        """One agent's policy update: its epochs of minibatch gradient steps (the hook MACPO overrides).
+
+        With ``critic_update="with_each_agent"`` every minibatch step also steps the reward critic and this agent's
+        cost critics on the same rows (:meth:`critic_batch_with`).
+        """
         self.train_minibatches(
             module_id,
             batch,
@@ -129,7 +147,23 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
             num_epochs=num_epochs,
             minibatch_size=minibatch_size,
             generator=generator,
+            critic_batch=self.critic_batch_with(module_id),
         )
+
+    def critic_batch_with(self, module_id: str) -> dict | None:
+        """The critic rows trained during agent ``module_id``'s turn, or None (``critic_update="before_agents"``).
+
+        With ``critic_update="with_each_agent"`` (MAFOCOPS Algorithm 1 line 12; the MACPO and FOCOPS code): the
+        reward critic's and this agent's cost critics' targets, aligned row by row with the agent's batch.
+        """
+        if self.config.critic_update != "with_each_agent":
+            return None
+        own = f"{SafeColumns.COST_VALUE_TARGETS}/{module_id}"
+        return {
+            k: v
+            for k, v in self._critic_batch.items()
+            if not k.startswith(f"{SafeColumns.COST_VALUE_TARGETS}/") or k == own
+        }
 
     def train_minibatches(
         self,
@@ -140,23 +174,39 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         num_epochs: int,
         minibatch_size: int,
         generator: torch.Generator,
+        critic_batch: dict | None = None,
     ) -> None:
         """``num_steps`` shuffled minibatch steps of one module; with ``target_kl``, agents stop early per epoch.
+
+        ``critic_batch`` (rows aligned with ``batch``): the critic module takes a step on the same rows in every
+        minibatch step (one forward/backward for both; the modules have separate optimisers).
 
         The KL rule: after each epoch, the mean KL(π_old‖π) over the agent's whole batch (averaged over Learners) is
         compared with ``target_kl``; once above, the agent's remaining epochs are skipped on every Learner.
         """
         tensors = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+        critic_tensors = {k: v for k, v in (critic_batch or {}).items() if torch.is_tensor(v)}
         n = len(tensors[Columns.LOSS_MASK])
         steps_per_epoch = max(1, math.ceil(num_steps / num_epochs))
         steps_per_pass = math.ceil(n / minibatch_size)
         epochs_done, perm = 0, None
+        minibatch_dual = self._minibatch_dual(module_id)
         for step in range(num_steps):
             pass_position = step % steps_per_pass
             if pass_position == 0:
                 perm = torch.randperm(n, generator=generator).to(self._device)
             index = perm[pass_position * minibatch_size : (pass_position + 1) * minibatch_size]
-            self._update({module_id: {k: v[index] for k, v in tensors.items()}})
+            minibatch = {k: v[index] for k, v in tensors.items()}
+            cost_surrogate = self.cost_surrogate(module_id, minibatch) if minibatch_dual else None
+            update = {module_id: minibatch}
+            if critic_tensors:
+                update[CRITIC_ID] = {k: v[index] for k, v in critic_tensors.items()}
+            self._update(update)
+            if minibatch_dual:  # after the actor's step, as the MACPO code
+                self.duals[module_id].update(
+                    self.known_episode_costs[module_id], self.cost_limits[module_id], cost_surrogate=cost_surrogate
+                )
+                self._minibatch_dual_steps[module_id] = self._minibatch_dual_steps.get(module_id, 0) + 1
             if (step + 1) % steps_per_epoch == 0:
                 epochs_done += 1
                 if module_id != CRITIC_ID and self.config.target_kl is not None:
@@ -190,12 +240,35 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         old, new = self._dists(module_id, batch)
         return masked_mean(old.kl(new), batch[Columns.LOSS_MASK])
 
-    def _mean_across_learners(self, value: float) -> float:
+    def _mean_across_learners(self, value: float | np.ndarray) -> float | np.ndarray:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([value], dtype=torch.float64)
+            # On the learner's device: NCCL (GPU learners) refuses CPU tensors; gloo takes either.
+            t = torch.as_tensor(np.atleast_1d(value), dtype=torch.float64, device=self._device).clone()
             torch.distributed.all_reduce(t)
-            return float(t.item()) / torch.distributed.get_world_size()
+            mean = t.cpu().numpy() / torch.distributed.get_world_size()
+            return float(mean[0]) if np.ndim(value) == 0 else mean
         return value
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Per-minibatch dual rules (the MACPO code's MAPPO-Lagrangian λ, rllib_safe.duals.MACPOLagrangeDual).
+    # ------------------------------------------------------------------------------------------------------------
+    def _minibatch_dual(self, module_id: str) -> bool:
+        """Whether agent ``module_id`` has a per-minibatch dual and a known J_c to step it with."""
+        dual = self.duals.get(module_id) if module_id != CRITIC_ID else None
+        return dual is not None and dual.per_minibatch and self.known_episode_costs.get(module_id) is not None
+
+    @torch.no_grad()
+    def cost_surrogate(self, module_id: str, minibatch: dict) -> np.ndarray:
+        """``mean(r·Â_c)`` per cost index over the minibatch's valid rows (r of the policy before the step).
+
+        The ratio is the agent's own (no HAPPO factor, no clipping), as in the MACPO code's λ update; the mean is
+        averaged over Learners so that every rank takes the same step.
+        """
+        ratio = self.probability_ratio(module_id, minibatch)
+        mask = minibatch[Columns.LOSS_MASK].bool()
+        cost_advantages = minibatch[SafeColumns.COST_ADVANTAGES].reshape(len(ratio), -1)
+        surrogate = (ratio[mask].unsqueeze(-1) * cost_advantages[mask]).mean(0)
+        return self._mean_across_learners(surrogate.double().cpu().numpy())
 
     # ------------------------------------------------------------------------------------------------------------
     # Losses.
@@ -207,7 +280,11 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         return self.compute_policy_loss(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
 
     def compute_critic_loss(self, *, config: Any, batch: dict, fwd_out: dict) -> torch.Tensor:
-        """Reward critic + every agent's cost critic, Huber (δ = ``huber_delta``) or MSE on normalised targets."""
+        """Reward critic + the cost critics whose targets are in the batch, Huber (δ = ``huber_delta``) or MSE.
+
+        The targets are normalised (value normalisers); the critic batch holds every agent's cost targets, or only
+        one agent's when the critics train during that agent's turn (``critic_update="with_each_agent"``).
+        """
         mask = batch[Columns.LOSS_MASK]
 
         def value_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -221,6 +298,7 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         cost_vf_loss = sum(
             value_loss(fwd_out[f"cost_vf_preds/{aid}"], batch[f"{SafeColumns.COST_VALUE_TARGETS}/{aid}"])
             for aid in self.agent_ids
+            if f"{SafeColumns.COST_VALUE_TARGETS}/{aid}" in batch
         )
         self.metrics.log_dict({"vf_loss": vf_loss, "cost_vf_loss": cost_vf_loss}, key=CRITIC_ID, window=1)
         return vf_loss + cost_vf_loss
@@ -248,13 +326,16 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         return total_loss
 
     # ------------------------------------------------------------------------------------------------------------
-    def _log_agent(self, module_id: str, batch: dict, episode_cost: Any) -> None:
+    def _log_agent(self, module_id: str, batch: dict, episode_cost: Any, dual_updated: bool) -> None:
         factor = batch[SafeColumns.HAPPO_FACTOR][batch[Columns.LOSS_MASK].bool()]
         stats = {"happo_factor_mean": factor.mean().item(), "happo_factor_max": factor.max().item()}
         stats["happo_factor_min"] = factor.min().item()
         if self.duals:
+            stats["dual_updated"] = int(dual_updated)  # 1: this iteration measured a fresh J_c and the duals moved
             for k, v in enumerate(self.dual_value(module_id)):
                 stats[self.dual_name if self.num_costs == 1 else f"{self.dual_name}_{k}"] = float(v)
-        if episode_cost is not None:
+        if episode_cost is not None:  # the last known J_c (m > 1: the sum, and episode_cost_<k> per cost index)
             stats["episode_cost"] = float(np.sum(episode_cost))
+            if self.num_costs > 1:
+                stats.update({f"episode_cost_{k}": float(c) for k, c in enumerate(np.ravel(episode_cost))})
         self.metrics.log_dict(stats, key=module_id, window=1)

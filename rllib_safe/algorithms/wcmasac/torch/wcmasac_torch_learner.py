@@ -98,8 +98,9 @@ class WCMASACTorchLearner(ConstrainedHASACTorchLearner):
         """CVaR_ω is logged as ``cvar``."""
         return "cvar"
 
-    def update_duals_for_iteration(self, episode_costs: dict[str, Any]) -> None:
+    def update_duals_for_iteration(self, episode_costs: dict[str, Any]) -> dict[str, bool]:
         """No per-iteration move: WCMASAC's multipliers follow CVaR_ω after every gradient update."""
+        return {aid: False for aid in self.agent_ids}
 
     def after_actor_updates(self, critics: Any, batch: dict, actions: dict, stats: dict) -> None:
         """Logs CVaR_ω at the updated policies' actions and moves every λ_i from it (averaged over Learners)."""
@@ -110,8 +111,10 @@ class WCMASACTorchLearner(ConstrainedHASACTorchLearner):
         for aid in self.agent_ids:
             self.duals[aid].update(measured, self.cost_budgets[aid])
 
-    def _log_update(self, stats: dict, num_updates: int, elapsed: float, episode_costs: dict) -> None:
-        super()._log_update(stats, num_updates, elapsed, episode_costs)
+    def _log_update(
+        self, stats: dict, num_updates: int, elapsed: float, episode_costs: dict, dual_updated: dict[str, bool]
+    ) -> None:
+        super()._log_update(stats, num_updates, elapsed, episode_costs, dual_updated)
         budget = self.cost_budgets[self.agent_ids[0]]
         names = ["cvar_budget"] if len(budget) == 1 else [f"cvar_budget_{j}" for j in range(len(budget))]
         self.metrics.log_dict(dict(zip(names, map(float, budget))), key=CRITIC_ID, window=1)
