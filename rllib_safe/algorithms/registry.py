@@ -19,6 +19,13 @@ ALGORITHMS: dict[str, tuple[str, str, str]] = {
     ),
     "MAFOCOPS": ("rllib_safe.algorithms.mafocops.mafocops", "MAFOCOPS", "MAFOCOPSConfig"),
     "MACPO": ("rllib_safe.algorithms.macpo.macpo", "MACPO", "MACPOConfig"),
+    "HASAC": ("rllib_safe.algorithms.hasac.hasac", "HASAC", "HASACConfig"),
+    "ConstrainedHASAC": (
+        "rllib_safe.algorithms.constrained_hasac.constrained_hasac",
+        "ConstrainedHASAC",
+        "ConstrainedHASACConfig",
+    ),
+    "WCMASAC": ("rllib_safe.algorithms.wcmasac.wcmasac", "WCMASAC", "WCMASACConfig"),
 }
 
 

@@ -125,6 +125,69 @@ def agent_to_module(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
     return agent_id
 
 
+def actors_and_critic_spec(
+    info: EnvInfo,
+    actor_class: type,
+    actor_config: dict,
+    critic_class: type,
+    critic_config: dict,
+    inference_only: bool = False,
+) -> MultiRLModuleSpec:
+    """The package's module layout: one actor per agent (module id = agent id) and the critic module.
+
+    The learner-only critic module :data:`CRITIC_ID` lives on the global state and is left out of the
+    ``inference_only`` copy (the EnvRunners').
+    """
+    specs = {
+        aid: RLModuleSpec(
+            module_class=actor_class,
+            observation_space=info.observation_spaces[aid],
+            action_space=info.action_spaces[aid],
+            inference_only=inference_only,
+            model_config=actor_config,
+        )
+        for aid in info.agent_ids
+    }
+    if not inference_only:
+        specs[CRITIC_ID] = RLModuleSpec(
+            module_class=critic_class,
+            observation_space=info.state_space,
+            action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
+            learner_only=True,
+            model_config=critic_config,
+        )
+    return MultiRLModuleSpec(rl_module_specs=specs)
+
+
+def check_positive(config: Any, name: str, allow_zero: bool = False) -> None:
+    """Raises ``ValueError`` naming ``config.<name>`` unless it is a finite positive (or non-negative) number."""
+    value = getattr(config, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}.")
+
+
+def check_unit(config: Any, name: str) -> None:
+    """Raises ``ValueError`` naming ``config.<name>`` unless it is a number in [0, 1]."""
+    value = getattr(config, name)
+    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+
+
+def check_dual_fields(config: Any) -> None:
+    """Checks the ``dual_*`` fields of a config with Lagrange multipliers (``dual_kwargs`` builds the rule)."""
+    if not (isinstance(config.dual_max, (int, float)) and config.dual_max >= config.dual_init):
+        raise ValueError(f"`dual_max` must be >= `dual_init` ({config.dual_init}), got {config.dual_max!r}.")
+    from rllib_safe.duals import RULES, make_dual
+
+    if config.dual_rule not in RULES:
+        raise ValueError(f"`dual_rule` must be one of {sorted(RULES)}, got {config.dual_rule!r}.")
+    try:
+        make_dual(config.dual_rule, **config.dual_kwargs(num_costs=1))
+    except ValueError as e:
+        raise ValueError(f"Invalid dual variable settings (`dual_*` fields): {e}") from None
+
+
 class SequentialConfig(PPOConfig):
     """Configuration of the on-policy safe MARL base (RLlib ``AlgorithmConfig`` builder style).
 
@@ -355,18 +418,7 @@ class SequentialConfig(PPOConfig):
             )
 
     def _validate_safe_fields(self) -> None:
-        def positive(name: str, allow_zero: bool = False) -> None:
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-            if not ok or value < 0 or (value == 0 and not allow_zero):
-                raise ValueError(
-                    f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}."
-                )
-
-        def unit(name: str) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
+        positive, unit = functools.partial(check_positive, self), functools.partial(check_unit, self)
 
         for name in ("lr", "critic_lr", "huber_delta", "clip_param", "lost_env_runners_timeout_s"):
             positive(name)
@@ -399,16 +451,7 @@ class SequentialConfig(PPOConfig):
             raise ValueError(f"`happo_factor_clip` must be None or in (0, 1), got {self.happo_factor_clip!r}.")
         if self.target_kl is not None:
             positive("target_kl")
-        if not (isinstance(self.dual_max, (int, float)) and self.dual_max >= self.dual_init):
-            raise ValueError(f"`dual_max` must be >= `dual_init` ({self.dual_init}), got {self.dual_max!r}.")
-        from rllib_safe.duals import RULES, make_dual
-
-        if self.dual_rule not in RULES:
-            raise ValueError(f"`dual_rule` must be one of {sorted(RULES)}, got {self.dual_rule!r}.")
-        try:
-            make_dual(self.dual_rule, **self.dual_kwargs(num_costs=1))
-        except ValueError as e:
-            raise ValueError(f"Invalid dual variable settings (`dual_*` fields): {e}") from None
+        check_dual_fields(self)
 
     def dual_kwargs(self, num_costs: int) -> dict[str, Any]:
         """Constructor arguments of :func:`rllib_safe.duals.make_dual` from the ``dual_*`` fields."""
@@ -451,31 +494,16 @@ class SequentialConfig(PPOConfig):
         info = probe_env(self)
         actor_config = {"hiddens": list(self.actor_hiddens), "activation": self.activation}
         actor_config["init_log_std"] = self.init_log_std
-        specs = {
-            aid: RLModuleSpec(
-                module_class=SafeActorTorchRLModule,
-                observation_space=info.observation_spaces[aid],
-                action_space=info.action_spaces[aid],
-                inference_only=inference_only,
-                model_config=actor_config,
-            )
-            for aid in info.agent_ids
+        critic_config = {
+            "agent_ids": list(info.agent_ids),
+            "num_costs": info.num_costs,
+            "hiddens": list(self.critic_hiddens),
+            "activation": self.activation,
+            "use_value_norm": self.use_value_norm,
         }
-        if not inference_only:
-            specs[CRITIC_ID] = RLModuleSpec(
-                module_class=CentralCriticTorchRLModule,
-                observation_space=info.state_space,
-                action_space=gym.spaces.Box(-1.0, 1.0, (1,), np.float32),
-                learner_only=True,
-                model_config={
-                    "agent_ids": list(info.agent_ids),
-                    "num_costs": info.num_costs,
-                    "hiddens": list(self.critic_hiddens),
-                    "activation": self.activation,
-                    "use_value_norm": self.use_value_norm,
-                },
-            )
-        return MultiRLModuleSpec(rl_module_specs=specs)
+        return actors_and_critic_spec(
+            info, SafeActorTorchRLModule, actor_config, CentralCriticTorchRLModule, critic_config, inference_only
+        )
 
     def get_default_rl_module_spec(self) -> MultiRLModuleSpec:
         """The full module setup with spaces (RLlib's connectors read the critic's spaces from it)."""
@@ -592,4 +620,14 @@ class SequentialAlgorithm(Algorithm):
             self._last_episode_costs = {aid: np.asarray(c) for aid, c in ours["last_episode_costs"].items()}
 
 
-__all__ = ["EnvInfo", "SequentialAlgorithm", "SequentialConfig", "agent_to_module", "probe_env"]
+__all__ = [
+    "EnvInfo",
+    "actors_and_critic_spec",
+    "SequentialAlgorithm",
+    "SequentialConfig",
+    "agent_to_module",
+    "check_dual_fields",
+    "check_positive",
+    "check_unit",
+    "probe_env",
+]

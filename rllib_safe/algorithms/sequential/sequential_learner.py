@@ -1,7 +1,8 @@
 """Framework-agnostic part of the sequential learner: connector pipeline, dual variables and their checkpointing.
 
-Mirrors RLlib's split (``ppo_learner.py`` / ``torch/ppo_torch_learner.py``): this class builds the learner connector
-pipeline and owns the learner-side state that RLlib's ``Learner.get_state`` does not save (the dual variables);
+Mirrors RLlib's split (``ppo_learner.py`` / ``torch/ppo_torch_learner.py``): :class:`SafeLearner` owns the learner-side
+state that RLlib's ``Learner.get_state`` does not save (the dual variables) and is shared with the off-policy family;
+:class:`SequentialLearner` adds the on-policy connector pipeline;
 :class:`~rllib_safe.algorithms.sequential.torch.sequential_torch_learner.SequentialTorchLearner` does the updates.
 """
 
@@ -18,8 +19,10 @@ from rllib_safe.connectors.learner import AddCostsAndStateFromInfos, Centralized
 from rllib_safe.duals import DualVariable, make_dual
 
 
-class SequentialLearner(Learner):
-    """Learner of the on-policy family (see the torch subclass for the update itself).
+class SafeLearner(Learner):
+    """The learner state every rllib_safe algorithm shares: agents, cost limits and dual variables (checkpointed).
+
+    The on-policy :class:`SequentialLearner` and the off-policy HASAC learners extend it.
 
     Attributes:
         agent_ids: The agents (= actor module ids), in the task's order.
@@ -31,7 +34,7 @@ class SequentialLearner(Learner):
     dual_name = "lagrange_multiplier"
 
     def build(self) -> None:
-        """Builds modules, optimisers and the connector pipeline; creates the dual variables."""
+        """Builds modules and optimisers; reads the task's agents and cost layout; creates the dual variables."""
         super().build()
         info = probe_env(self.config)
         self.agent_ids = list(info.agent_ids)
@@ -40,20 +43,6 @@ class SequentialLearner(Learner):
         self.duals: dict[str, DualVariable] = self.make_duals()
         #: The last known J_c of every agent measured so far (set by each ``update``; read by hooks and logging).
         self.known_episode_costs: dict[str, Any] = {}
-        if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
-            self._learner_connector.prepend(AddOneTsToEpisodesAndTruncate())
-            self._learner_connector.insert_after(
-                AddOneTsToEpisodesAndTruncate, AddCostsAndStateFromInfos(num_costs=self.num_costs)
-            )
-            self._learner_connector.append(
-                CentralizedGAE(
-                    gamma=self.config.gamma,
-                    lambda_=self.config.lambda_,
-                    cost_gamma=self.config.cost_gamma,
-                    cost_lambda=self.config.cost_lambda,
-                    cost_advantage_normalization=self.config.cost_advantage_normalization,
-                )
-            )
 
     def make_duals(self) -> dict[str, DualVariable]:
         """The dual variables of the algorithm, one per agent with m entries; none in the unconstrained base."""
@@ -98,3 +87,25 @@ class SequentialLearner(Learner):
         super().set_state(state)
         for aid, dual_state in state.get("duals", {}).items():
             self.duals[aid].load_state_dict(dual_state)
+
+
+class SequentialLearner(SafeLearner):
+    """Learner of the on-policy family (see the torch subclass for the update itself): adds the connector pipeline."""
+
+    def build(self) -> None:
+        """Builds modules, optimisers, the dual variables and the connector pipeline (costs, state, GAE)."""
+        super().build()
+        if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
+            self._learner_connector.prepend(AddOneTsToEpisodesAndTruncate())
+            self._learner_connector.insert_after(
+                AddOneTsToEpisodesAndTruncate, AddCostsAndStateFromInfos(num_costs=self.num_costs)
+            )
+            self._learner_connector.append(
+                CentralizedGAE(
+                    gamma=self.config.gamma,
+                    lambda_=self.config.lambda_,
+                    cost_gamma=self.config.cost_gamma,
+                    cost_lambda=self.config.cost_lambda,
+                    cost_advantage_normalization=self.config.cost_advantage_normalization,
+                )
+            )

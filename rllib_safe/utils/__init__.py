@@ -1,0 +1,1 @@
+"""Utilities of rllib_safe below the algorithms (mirrors ``ray.rllib.utils``)."""
