@@ -227,7 +227,7 @@ def test_cli_trains_wcmasac(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "iter    2 | steps      200 | return" in proc.stdout
     assert "CVaR" in proc.stdout and "buffer 200" in proc.stdout and "λ" in proc.stdout
-    rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "run" / "progress.jsonl").read_text().splitlines()]
     assert rows[-1]["critic/cvar"] is not None and rows[-1]["replay_buffer/size"] == 200
 
 
