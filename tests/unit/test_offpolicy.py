@@ -15,6 +15,7 @@ from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
 from rllib_safe.algorithms.constrained_hasac import ConstrainedHASACConfig
 from rllib_safe.algorithms.hasac import HASACConfig
 from rllib_safe.algorithms.hasac.torch.hasac_torch_learner import HASACTorchLearner
+from rllib_safe.algorithms.sequential.sequential import probe_env
 from rllib_safe.algorithms.wcmasac import WCMASACConfig
 from rllib_safe.algorithms.wcmasac.torch.wcmasac_torch_learner import (
     cost_budget,
@@ -396,10 +397,16 @@ def _toy_learner(sequential: bool):
 
 def _toy_batch(learner, n=64, seed=0):
     rng = np.random.default_rng(seed)
-    batch = {"state": rng.random((n, 4), dtype=np.float32), "next_state": rng.random((n, 4), dtype=np.float32)}
+    info = probe_env(learner.config)
+    state_dim = info.state_space.shape[0]
+    batch = {
+        "state": rng.random((n, state_dim), dtype=np.float32),
+        "next_state": rng.random((n, state_dim), dtype=np.float32),
+    }
     for aid in learner.agent_ids:
-        batch[f"obs/{aid}"] = rng.random((n, 4), dtype=np.float32)
-        batch[f"next_obs/{aid}"] = rng.random((n, 4), dtype=np.float32)
+        obs_dim = info.observation_spaces[aid].shape[0]
+        batch[f"obs/{aid}"] = rng.random((n, obs_dim), dtype=np.float32)
+        batch[f"next_obs/{aid}"] = rng.random((n, obs_dim), dtype=np.float32)
         batch[f"actions/{aid}"] = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
     batch.update(
         reward=rng.random(n, dtype=np.float32),
