@@ -10,10 +10,10 @@ violations. This script runs, seed 0, ``--steps`` env steps each (default 300 00
 
 The off-policy three run with HARL's tuned HASAC config for Ant 2x4 (:data:`HARL_ANT_2X4`; ``--preset defaults``
 for their defaults), MAPPO-Lagrangian with the package's defaults; 2 EnvRunners × 4 envs, a learner in the driver
-with one torch thread. Reported per algorithm, from its last
-``--tail-episodes`` training episodes (the stochastic policy that is being trained, as the paper's curves): mean
-episode return (team reward summed over the agents, RLlib's ``episode_return_mean``), mean episode cost, episode-cost
-p90 and the fraction of episodes over the limit; plus wall time. Per-iteration rows go to ``--out`` as JSON lines.
+with one torch thread. Reported per algorithm, from its last ``--tail-episodes`` training episodes (the stochastic
+policy that is being trained, as the paper's curves): mean episode return (the team reward once: RLlib's summed
+return divided by the number of agents), mean episode cost, episode-cost p90 and the fraction of episodes over the
+limit; plus wall time. Per-iteration rows go to ``--out`` as JSON lines.
 
 How to run (hours on 2 shared cores)::
 
@@ -88,9 +88,8 @@ def run_one(
         while True:
             result = algo.train()
             env = result["env_runners"]
-            records = env.get("episode_records", [])
-            returns += [r[0] for r in records]
-            costs += [r[1] for r in records]
+            returns += list(env.get("episode_record_returns", []))
+            costs += list(env.get("episode_record_costs", []))
             lifetime = env.get("num_env_steps_sampled_lifetime", 0)
             row = {
                 "algo": name,
@@ -132,8 +131,12 @@ def _episode_recorder_class():
                 return
             totals = episode_costs(episode, prev_episode_chunks)
             cost = float(np.mean([t.sum() for t in totals.values()])) if totals else 0.0
-            episode_return = sum(chunk.get_return() for chunk in [episode, *(prev_episode_chunks or [])])
-            metrics_logger.log_value("episode_records", (float(episode_return), cost), reduce="item_series")
+            # The team return once (every agent receives the team reward; RLlib's get_return() sums the agents).
+            chunks = [episode, *(prev_episode_chunks or [])]
+            episode_return = sum(chunk.get_return() for chunk in chunks) / max(1, len(episode.agent_episodes))
+            # Two series of equal length (an item series flattens tuples).
+            metrics_logger.log_value("episode_record_returns", float(episode_return), reduce="item_series")
+            metrics_logger.log_value("episode_record_costs", cost, reduce="item_series")
 
     return _EpisodeRecorder
 
