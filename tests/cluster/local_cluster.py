@@ -110,6 +110,9 @@ class LocalRayCluster:
     def client_env(self) -> dict[str, str]:
         """The environment a node, driver or ``ray job`` client of this cluster needs (token auth included)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        # This environment's console scripts (`rllib-safe`, `ray`) on PATH, as on a cluster node where the package is
+        # installed: a job's entrypoint `rllib-safe train ...` runs with the node's PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update(
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN=self.token,
