@@ -8,7 +8,14 @@ see :mod:`tests.cluster.local_cluster`), and Ray jobs submitted to it with ``ray
   EnvRunners finished);
 * the job's working directory is not deleted under the driver (the reported ``FileNotFoundError`` from
   ``os.getcwd()``: two nodes on one machine sharing one ``--temp-dir``), reproduced and shown gone with own temp dirs;
-* the worker node killed mid-run: the run finishes on the head (documented decision, cluster/README.md).
+* the worker node killed mid-run: the run finishes on the head (documented decision, cluster/README.md);
+* the real CLI as the entrypoint (``-- rllib-safe train|sweep ...``): the driver joins this cluster (the CLI prints
+  its GCS address; the job's EnvRunner actors are in this cluster's state API, one on each node), results and the
+  final checkpoint in the storage path; ``sweep tune_configs/smoke.yaml --only HAPPO``; an unknown task ends FAILED
+  with our one error line and no traceback in ``ray job logs``;
+* every EnvRunner lost through the CLI (the node that alone offers their resource dies): one ``EnvRunnersLostError``
+  line naming a checkpoint, and ``rllib-safe train --restore`` of it goes on from its iteration, with its results
+  (no ``--output``/``--storage-path`` in a job) at an absolute path under ``~/ray_results/rllib_safe``.
 """
 
 import json
