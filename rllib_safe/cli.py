@@ -173,7 +173,7 @@ def train(args: argparse.Namespace) -> int:
         prepare_wandb()
     started = init_ray(args.address, num_cpus=args.num_cpus, min_cpus=min_cpus, verbose=args.verbose)
     try:
-        _print_cluster()
+        _print_cluster(args.address)
         print(
             f"rllib-safe: {args.algo} on {config.env} | agents {agent_ids} | cost limit {cost_limit:g} "
             f"| results -> {experiment.path}",
@@ -203,9 +203,15 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_cluster() -> None:
-    """Prints which Ray cluster this run uses: its GCS address, nodes and resources (one line)."""
+def _print_cluster(address: str | None) -> None:
+    """Prints the running cluster this run joined: its GCS address, nodes and resources (one line).
+
+    Only with ``--address`` or ``RAY_ADDRESS`` (inside a ``ray job``); nothing for a local Ray this run started.
+    """
     import ray
+
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        return
 
     nodes = [n for n in ray.nodes() if n["Alive"]]
     total = ray.cluster_resources()
@@ -274,7 +280,7 @@ def sweep(args: argparse.Namespace) -> int:
     started = init_ray(args.address, num_cpus=args.num_cpus, min_cpus=min_cpus, verbose=args.verbose)
     failed = 0
     try:
-        _print_cluster()
+        _print_cluster(args.address)
         total = sum(e.num_trials for e in spec.experiments)
         print(
             f"rllib-safe: sweep {spec.name} ({args.file}) | {len(experiments)} experiment(s), {total} trial(s) "
