@@ -25,6 +25,7 @@ import functools
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,33 @@ DEFAULT_ENV = "Safety2x4AntVelocity-v0"
 DEFAULT_ALGO = "MAPPOLagrangian"
 #: Name of a train run's trial directory inside its results directory.
 TRAIN_TRIAL_DIR = "run"
+#: Where relative result paths go inside a Ray job (whose working directory is a temporary copy that Ray deletes when
+#: the job ends): under Tune's own default results folder, on the node that runs the job's driver (the head).
+JOB_RESULTS_ROOT = "~/ray_results/rllib_safe"
+
+
+def in_ray_job() -> bool:
+    """True inside the driver of a ``ray job submit`` job (Ray's job supervisor sets this variable for it)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def local_path(path: str) -> Path:
+    """An absolute local path.
+
+    A relative one is taken from the current directory or, inside a Ray job, from :data:`JOB_RESULTS_ROOT`: the job's
+    working directory is deleted after the job, and with it whatever it holds.
+    """
+    path = Path(path).expanduser()
+    if not path.is_absolute() and in_ray_job():
+        path = Path(JOB_RESULTS_ROOT).expanduser() / path
+    return path.resolve()
+
+
+def storage_location(path: str) -> str:
+    """``--storage-path``: a URI (``s3://``, ``gs://``) unchanged, else an absolute local path (:func:`local_path`)."""
+    from rllib_safe.studies.experiment import is_uri
+
+    return str(path) if is_uri(path) else str(local_path(path))
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -44,6 +72,15 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, value = pair.split("=", 1)
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
+
+
+def apply_overrides(config, pairs: list[str]):
+    """Sets ``--config KEY=VALUE`` pairs on an AlgorithmConfig (raises ValueError for an unknown key)."""
+    for key, value in _parse_overrides(pairs).items():
+        if not hasattr(config, key):
+            raise ValueError(f"Unknown config key {key!r} for {type(config).__name__}.")
+        setattr(config, key, value)
+    return config
 
 
 def build_config(args: argparse.Namespace):
@@ -60,10 +97,7 @@ def build_config(args: argparse.Namespace):
         config.training(train_batch_size_per_learner=args.batch_size)
     if args.cost_limit is not None:
         config.training(cost_limit=args.cost_limit)
-    for key, value in _parse_overrides(args.config).items():
-        if not hasattr(config, key):
-            raise ValueError(f"Unknown config key {key!r} for {type(config).__name__}.")
-        setattr(config, key, value)
+    apply_overrides(config, args.config)
     config.validate()
     return config
 
@@ -72,17 +106,19 @@ def _results_dir(args: argparse.Namespace, algo: str, env: str) -> tuple[str, st
     """The storage path and experiment name of a train run.
 
     ``--output`` (default results/<algo>_<env>_<time>); its last part is placed under ``--storage-path`` when given.
+    Inside a Ray job a relative ``--output`` is placed under :data:`JOB_RESULTS_ROOT` (:func:`local_path`), and the
+    default is ``JOB_RESULTS_ROOT/<algo>_<env>_<time>``.
     """
-    from rllib_safe.studies.experiment import is_uri, storage_root
+    from rllib_safe.studies.experiment import is_uri
 
     stamp = time.strftime("%Y%m%d_%H%M%S")
-    output = args.output or f"results/{algo}_{env}_{stamp}".replace("|", "-")
+    output = args.output or f"{'' if in_ray_job() else 'results/'}{algo}_{env}_{stamp}".replace("|", "-")
     if args.storage_path:
-        return storage_root(args.storage_path), Path(output).name
+        return storage_location(args.storage_path), Path(output).name
     if is_uri(output):
         base, _, name = output.rstrip("/").rpartition("/")
         return base, name
-    path = Path(output).expanduser().resolve()
+    path = local_path(output)
     return str(path.parent), path.name
 
 
@@ -107,6 +143,8 @@ def train(args: argparse.Namespace) -> int:
     if args.restore:
         info = read_checkpoint(args.restore)
         config, args.algo, start_iteration = info.config, canonical_name(info.algorithm), info.iteration
+        # Placement may differ on the cluster that resumes (e.g. custom_resources_per_env_runner of a lost node).
+        apply_overrides(config, args.config).validate()
     else:
         args.algo = canonical_name(args.algo)
         config = build_config(args)  # validates before any Ray actor starts
@@ -136,11 +174,18 @@ def train(args: argparse.Namespace) -> int:
         prepare_wandb()
     started = init_ray(args.address, num_cpus=args.num_cpus, min_cpus=min_cpus, verbose=args.verbose)
     try:
+        _print_cluster(args.address)
         print(
             f"rllib-safe: {args.algo} on {config.env} | agents {agent_ids} | cost limit {cost_limit:g} "
             f"| results -> {experiment.path}",
             flush=True,
         )
+        if in_ray_job() and not args.storage_path:
+            print(
+                f"rllib-safe: in a Ray job, relative paths go under {JOB_RESULTS_ROOT} (the job's working directory "
+                "is deleted when it ends); on several nodes give --storage-path, a place every node reaches",
+                flush=True,
+            )
         results = run_experiment(
             experiment, resume=args.resume, wandb_project=args.wandb_project, prefix_trials=False, verbose=args.verbose
         )
@@ -157,6 +202,25 @@ def train(args: argparse.Namespace) -> int:
     finally:
         _shutdown(started, args.verbose)
     return 0
+
+
+def _print_cluster(address: str | None) -> None:
+    """Prints the running cluster this run joined: its GCS address, nodes and resources (one line).
+
+    Only with ``--address`` or ``RAY_ADDRESS`` (inside a ``ray job``); nothing for a local Ray this run started.
+    """
+    import ray
+
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        return
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    total = ray.cluster_resources()
+    print(
+        f"rllib-safe: Ray cluster {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s), "
+        f"{total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs",
+        flush=True,
+    )
 
 
 def _shutdown(started: bool, verbose: bool) -> None:
@@ -178,14 +242,20 @@ def sweep(args: argparse.Namespace) -> int:
         prepare_wandb,
         report_errors,
         run_experiment,
-        storage_root,
         trial_cpus,
     )
     from rllib_safe.studies.spec import base_config, build_scheduler, load_sweep, param_space
 
     rllib_safe.register()
     spec = load_sweep(args.file)  # checks every key and value before Ray starts
-    storage = f"{storage_root(args.storage_path or 'results').rstrip('/')}/{spec.name}"
+    if args.only:
+        known = [e.name for e in spec.experiments]
+        unknown = [name for name in args.only if name not in known]
+        if unknown:
+            raise ValueError(f"--only: no experiment {unknown[0]!r} in {args.file}; it has {', '.join(known)}.")
+        spec.experiments = [e for e in spec.experiments if e.name in args.only]
+    default = "." if in_ray_job() else "results"  # in a job: JOB_RESULTS_ROOT/<sweep name>
+    storage = f"{storage_location(args.storage_path or default).rstrip('/')}/{spec.name}"
     experiments = []
     for exp in spec.experiments:
         scheduler, metric, mode = build_scheduler(exp)
@@ -211,6 +281,7 @@ def sweep(args: argparse.Namespace) -> int:
     started = init_ray(args.address, num_cpus=args.num_cpus, min_cpus=min_cpus, verbose=args.verbose)
     failed = 0
     try:
+        _print_cluster(args.address)
         total = sum(e.num_trials for e in spec.experiments)
         print(
             f"rllib-safe: sweep {spec.name} ({args.file}) | {len(experiments)} experiment(s), {total} trial(s) "
@@ -316,7 +387,12 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
         help="connect to this running Ray cluster (default: RAY_ADDRESS, as Ray sets it inside a job; "
         "without either, a local Ray is started)",
     )
-    p.add_argument("--storage-path", default=None, help="results root: a shared directory, or s3:// gs:// URIs")
+    p.add_argument(
+        "--storage-path",
+        default=None,
+        help="results root: a shared directory, or s3:// gs:// URIs (relative paths in a Ray job: under "
+        f"{JOB_RESULTS_ROOT})",
+    )
     p.add_argument("--wandb-project", default=None, help="log to Weights & Biases (offline without an API key)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--verbose", action="store_true", help="show third-party notices and Tune's own table")
@@ -349,7 +425,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost-limit", type=float, default=None, help="limit on the episode cost (default: the task's)")
-    p.add_argument("--output", default=None, help="results folder (default results/<algo>_<env>_<time>)")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="results folder (default results/<algo>_<env>_<time>; in a Ray job "
+        f"{JOB_RESULTS_ROOT}/<algo>_<env>_<time>)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=0, help="checkpoint every N iterations (0: only at the end)")
     p.add_argument("--restore", default=None, help="start from a checkpoint folder (continues its iterations)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --output (Tune resume)")
@@ -362,6 +443,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="sweep file, e.g. tune_configs/smoke.yaml")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep; finished trials are kept")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at once")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these experiments of the file")
     _cluster_options(p)
     p.set_defaults(func=sweep)
 
@@ -402,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         quiet.before_ray(getattr(args, "verbose", False))
     try:
         return args.func(args)
-    except ValueError as e:
+    except ValueError as e:  # bad input: one line (the traceback too with --verbose)
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
         print(f"rllib-safe: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -221,7 +221,8 @@ def run_experiment(
         verbose: Tune's own progress table as well.
 
     Raises:
-        ValueError: ``resume`` without a restorable experiment, or a new experiment where one exists already.
+        ValueError: ``resume`` without a restorable experiment, a new experiment where one exists already, or a
+            storage path that cannot be reached.
     """
     from ray import tune
 
@@ -231,7 +232,10 @@ def run_experiment(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our callback prints; Tune's table only with --verbose
     path = experiment.path
-    exists = tune.Tuner.can_restore(path)
+    try:
+        exists = tune.Tuner.can_restore(path)
+    except OSError as e:  # an s3:// or gs:// bucket that does not exist or cannot be reached, no credentials, ...
+        raise ValueError(f"cannot reach the storage path {experiment.storage_path}: {e}") from None
     if resume:
         if not exists:
             raise ValueError(f"--resume: no Tune experiment to resume at {path}.")
@@ -279,15 +283,31 @@ def run_experiment(
     return tuner.fit()
 
 
+def root_cause(error: BaseException) -> BaseException:
+    """The exception a trial's error stands for: through Ray's ``RayTaskError.cause`` and ``__cause__`` chains."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        cause = getattr(error, "cause", None) or error.__cause__
+        if not isinstance(cause, BaseException):
+            break
+        error = cause
+    return error
+
+
 def report_errors(results: Any) -> int:
-    """Prints one line per failed trial (its error's last line and where the full error is); returns their count."""
+    """Prints one line per failed trial (its error's type and message, where the full error is); returns their count.
+
+    The message of an ``EnvRunnersLostError`` names the checkpoint that resumes the run.
+    """
     failed = 0
     for result in results:
         if result.error is None:
             continue
         failed += 1
-        message = str(result.error).strip().splitlines()
-        last = message[-1] if message else type(result.error).__name__
+        error = root_cause(result.error)
+        message = str(error).strip().splitlines()
+        last = f"{type(error).__name__}: {message[-1]}" if message else type(error).__name__
         print(f"rllib-safe: error: trial {result.path} failed: {last} (full error: {result.path}/error.txt)",
               file=sys.stderr)  # fmt: skip
     return failed

@@ -14,7 +14,8 @@ Ray's, RLlib's, from the driver or streamed from a worker) still shows. Where th
   max_restarts > 0" (RLlib restarts failed EnvRunners);
 * Ray logs its token-authentication notice, and "Started a local Ray instance";
 * Tune logs that a trial's setup was slow, each checkpoint it wrote and, at the end, that it wrote its result files
-  (our own lines say where the results and the checkpoint are).
+  (our own lines say where the results and the checkpoint are), and the traceback of a failed trial (it is in the
+  trial's ``error.txt``; our one error line gives the error's type and message and says where that file is).
 
 After the experiment, :func:`mute_workers` stops the worker output altogether: what actors print while Ray shuts
 them down (RLlib's ``EnvRunner.__del__`` reporting the ``SystemExit`` of its own shutdown) is not news.
@@ -50,6 +51,9 @@ NOISE: tuple[str, ...] = (
     "Wrote the latest version of all result files and experiment state",  # Tune, at the end
     "Restoring the run from the latest experiment state file",  # Tune, on --resume (we say so ourselves)
     "from checkpoint: Checkpoint(",  # Tune's "Restored on <ip> from checkpoint: ..." (train --restore, resume)
+    # Tune logs a failed trial's whole traceback; Tune writes it to <trial>/error.txt, and our one line (the error's
+    # type and message, e.g. EnvRunnersLostError naming its checkpoint) says where.
+    "Trial task failed for trial",
 )
 _PATTERN = re.compile("|".join(re.escape(piece) for piece in NOISE))
 

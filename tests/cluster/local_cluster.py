@@ -66,6 +66,7 @@ class Node:
     process: subprocess.Popen
     log: Path
     resources: dict = field(default_factory=dict)
+    stopped: bool = False  # stopped or killed on purpose (not a failure of the cluster)
 
     @property
     def pids(self) -> list[int]:
@@ -110,6 +111,9 @@ class LocalRayCluster:
     def client_env(self) -> dict[str, str]:
         """The environment a node, driver or ``ray job`` client of this cluster needs (token auth included)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        # This environment's console scripts (`rllib-safe`, `ray`) on PATH, as on a cluster node where the package is
+        # installed: a job's entrypoint `rllib-safe train ...` runs with the node's PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update(
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN=self.token,
@@ -176,7 +180,7 @@ class LocalRayCluster:
         node = self._start(f"worker{k}", f"127.0.0.{k + 3}", args, resources or {}, temp_dir=temp_dir)
         if wait:
             self.wait_for_started(node)
-            self.wait_for_nodes(len([n for n in self.nodes if n.process.poll() is None]))
+            self.wait_for_nodes(len([n for n in self.nodes if not n.stopped]))
         return node
 
     # ------------------------------------------------------------------------------------------------------------
@@ -216,7 +220,7 @@ class LocalRayCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for node in self.nodes:
-                if node.process.poll() is not None:
+                if node.process.poll() is not None and not node.stopped:
                     raise RuntimeError(f"ray start of {node.name} exited:\n{node.log.read_text()[-3000:]}")
             if len(self.alive_node_ips()) >= n:
                 return
@@ -238,6 +242,7 @@ class LocalRayCluster:
     # ------------------------------------------------------------------------------------------------------------
     def kill_node(self, node: Node) -> None:
         """Kills every process of ``node`` at once (SIGKILL): the node dies as if its machine went down."""
+        node.stopped = True
         for pid in node.pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -247,6 +252,7 @@ class LocalRayCluster:
 
     def stop_node(self, node: Node, grace: float = 20) -> None:
         """SIGTERM to the node's ``ray start --block`` (it stops its processes), then SIGKILL to any left."""
+        node.stopped = True
         if node.process.poll() is None:
             node.process.send_signal(signal.SIGTERM)
             try:

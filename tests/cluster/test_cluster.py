@@ -8,7 +8,14 @@ see :mod:`tests.cluster.local_cluster`), and Ray jobs submitted to it with ``ray
   EnvRunners finished);
 * the job's working directory is not deleted under the driver (the reported ``FileNotFoundError`` from
   ``os.getcwd()``: two nodes on one machine sharing one ``--temp-dir``), reproduced and shown gone with own temp dirs;
-* the worker node killed mid-run: the run finishes on the head (documented decision, cluster/README.md).
+* the worker node killed mid-run: the run finishes on the head (documented decision, cluster/README.md);
+* the real CLI as the entrypoint (``-- rllib-safe train|sweep ...``): the driver joins this cluster (the CLI prints
+  its GCS address; the job's EnvRunner actors are in this cluster's state API, one on each node), results and the
+  final checkpoint in the storage path; ``sweep tune_configs/smoke.yaml --only HAPPO``; an unknown task ends FAILED
+  with our one error line and no traceback in ``ray job logs``;
+* every EnvRunner lost through the CLI (the node that alone offers their resource dies): one ``EnvRunnersLostError``
+  line naming a checkpoint, and ``rllib-safe train --restore`` of it goes on from its iteration, with its results
+  (no ``--output``/``--storage-path`` in a job) at an absolute path under ``~/ray_results/rllib_safe``.
 """
 
 import json
@@ -47,13 +54,17 @@ def cluster(tmp_path_factory):
 
 
 def submit(cluster, name, entrypoint, env_vars=None, wait=True, timeout=400, working_dir=ROOT):
-    """``ray job submit --working-dir <repo> [--runtime-env-json {env_vars}] -- <entrypoint>``."""
-    args = [RAY, "job", "submit", "--submission-id", f"{name}_{int(time.time())}", "--working-dir", str(working_dir)]
+    """``ray job submit --working-dir <repo> [--runtime-env-json {env_vars}] -- <entrypoint>``; the returned process
+    carries the job's ``submission_id``."""
+    submission_id = f"{name}_{time.time_ns()}"
+    args = [RAY, "job", "submit", "--submission-id", submission_id, "--working-dir", str(working_dir)]
     if env_vars:
         args += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
     if not wait:
         args.append("--no-wait")
-    return cluster.run([*args, "--", *entrypoint], timeout=timeout, cwd=ROOT)
+    proc = cluster.run([*args, "--", *entrypoint], timeout=timeout, cwd=ROOT)
+    proc.submission_id = submission_id
+    return proc
 
 
 def job_status(cluster, submission_id):
@@ -182,6 +193,97 @@ def test_nodes_sharing_a_temp_dir_delete_the_jobs_working_dir(cluster):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The real CLI as the job's entrypoint: `ray job submit --working-dir . -- rllib-safe train|sweep ...`.
+# ---------------------------------------------------------------------------------------------------------------------
+RLLIB_SAFE = "rllib-safe"  # the console script, found on the nodes' PATH as on a cluster with the package installed
+TOY = ["--env", "SafeMAToy-v0", "--algo", "MAPPOLagrangian", "--batch-size", "200", "--num-envs-per-env-runner", "1"]
+TOY_CONFIG = ["minibatch_size=100", "num_epochs=1", "actor_hiddens=[16]", "critic_hiddens=[16]"]
+
+
+def job_logs(cluster, submission_id):
+    return cluster.run([RAY, "job", "logs", submission_id], timeout=60).stdout
+
+
+def state(cluster, *args):
+    """``ray list ... --format json`` of this cluster (Ray's state API, served by the head's dashboard)."""
+    proc = cluster.run([RAY, "list", *args, "--format", "json", "--limit", "10000"], timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def env_runner_nodes(cluster, submission_id):
+    """The node IPs of the EnvRunner actors the job created (dead ones included), from the cluster's state API."""
+    job_id = next(j["job_id"] for j in state(cluster, "jobs") if j.get("submission_id") == submission_id)
+    ips = {n["node_id"]: n["node_ip"] for n in state(cluster, "nodes")}
+    actors = state(cluster, "actors", "--detail", "--filter", f"job_id={job_id}")
+    return [ips[a["node_id"]] for a in actors if "EnvRunner" in a["class_name"] and a.get("node_id")]
+
+
+def printed(pattern, text):
+    """The first group of the line of ``text`` that matches ``pattern`` (fails the test when none does)."""
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match, f"no line matching {pattern!r} in:\n{text[-5000:]}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def cli_train(cluster):
+    storage = cluster.storage / "cli"
+    config = [*TOY_CONFIG, "custom_resources_per_env_runner={env_runner_slot: 1}"]  # one EnvRunner per node
+    entrypoint = [RLLIB_SAFE, "train", *TOY, "--stop-iters", "2", "--num-env-runners", "2", "--output", "toy"]
+    entrypoint += ["--storage-path", str(storage), "--config", *config]
+    return submit(cluster, "cli_train", entrypoint), storage / "toy" / "run"
+
+
+def test_cli_train_job_joins_the_cluster_and_samples_on_both_nodes(cluster, cli_train):
+    proc, _ = cli_train
+    out = proc.stdout
+    assert proc.returncode == 0 and "succeeded" in out, out[-5000:] + proc.stderr[-3000:]
+    # The job's driver joined this cluster (no private Ray): the CLI names its GCS address and both nodes...
+    assert printed(r"^rllib-safe: Ray cluster (\S+): 2 node\(s\)", out) == cluster.address
+    # ...and the job's EnvRunner actors are in this cluster's state, one on each node.
+    assert sorted(env_runner_nodes(cluster, proc.submission_id)) == sorted(n.ip for n in cluster.nodes[:2])
+    assert re.search(r"^iter +1 \| ", out, re.MULTILINE) and re.search(r"^iter +2 \| ", out, re.MULTILINE)
+
+
+def test_cli_train_job_results_and_final_checkpoint_in_the_storage_path(cluster, cli_train):
+    proc, trial = cli_train
+    rows = [json.loads(line) for line in (trial / "progress.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    results = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    assert {r["node_ip"] for r in results} <= {n.ip for n in cluster.nodes[:2]}  # the trial ran in this cluster
+    checkpoint = Path(printed(r"^checkpoint: (\S+)", proc.stdout))
+    assert checkpoint.parent == trial and (checkpoint / "class_and_ctor_args.pkl").exists()
+    assert (checkpoint / "learner_group").is_dir()
+
+
+def test_cli_sweep_job_succeeds_with_results_in_the_storage_path(cluster):
+    storage = cluster.storage / "sweep"
+    entrypoint = [RLLIB_SAFE, "sweep", "tune_configs/smoke.yaml", "--only", "HAPPO", "--storage-path", str(storage)]
+    proc = submit(cluster, "cli_sweep", entrypoint)
+    assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stdout[-5000:] + proc.stderr[-3000:]
+    assert printed(r"^rllib-safe: Ray cluster (\S+): 2 node\(s\)", proc.stdout) == cluster.address
+    trials = sorted(p.parent for p in (storage / "smoke" / "HAPPO").glob("*/progress.jsonl"))
+    assert len(trials) == 2  # smoke.yaml's HAPPO experiment: seeds 0 and 1
+    for trial in trials:
+        rows = [json.loads(line) for line in (trial / "progress.jsonl").read_text().splitlines()]
+        assert [r["iteration"] for r in rows] == [1, 2, 3]
+        assert any((c / "class_and_ctor_args.pkl").exists() for c in trial.glob("checkpoint_*"))
+    assert not (storage / "smoke" / "MAFOCOPS").exists()
+
+
+def test_bad_entrypoint_fails_with_our_one_line_error(cluster):
+    proc = submit(cluster, "cli_bad", [RLLIB_SAFE, "train", "--env", "NoSuchTask-v0"], timeout=200)
+    assert proc.returncode != 0
+    assert job_status(cluster, proc.submission_id) == "FAILED"
+    logs = job_logs(cluster, proc.submission_id)
+    errors = [line for line in logs.splitlines() if "error" in line.lower()]
+    assert errors == [line for line in errors if line.startswith("rllib-safe: error: Unknown task 'NoSuchTask-v0'.")]
+    assert len(errors) == 1 and "Known tasks: " in errors[0] and "SafeMAToy-v0" in errors[0]
+    assert "Traceback" not in logs
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The worker node dies mid-run (last: the cluster keeps only its head afterwards).
 # ---------------------------------------------------------------------------------------------------------------------
 def test_worker_node_killed_mid_run_the_run_finishes_on_the_head(cluster):
@@ -213,3 +315,50 @@ def test_worker_node_killed_mid_run_the_run_finishes_on_the_head(cluster):
     check_cost_sums(records, summary["iterations"])  # nothing was in flight when the node died: nothing lost
     assert Path(summary["checkpoint"]).is_relative_to(cluster.storage)
     assert os.path.exists(Path(summary["checkpoint"]) / "class_and_ctor_args.pkl")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every EnvRunner lost (their node died, none can be restarted): one error line naming a checkpoint; --restore resumes.
+# ---------------------------------------------------------------------------------------------------------------------
+def test_all_env_runners_lost_the_cli_names_a_checkpoint_that_restore_resumes(cluster):
+    """A node whose resource only the EnvRunners ask for dies: the run stops after ``lost_env_runners_timeout_s`` with
+    one ``EnvRunnersLostError`` line naming its checkpoint; ``rllib-safe train --restore`` (with the EnvRunners placed
+    where there is room now) continues from it. The resumed job has neither --output nor --storage-path: its results go
+    to an absolute path under ``~/ray_results/rllib_safe`` that outlives the job (HOME: a test directory)."""
+    doomed = cluster.add_worker(num_cpus=2, resources={"doomed_slot": 2})
+    storage = cluster.storage / "cli"
+    config = [*TOY_CONFIG, "custom_resources_per_env_runner={doomed_slot: 1}"]
+    config += ["lost_env_runners_timeout_s=5", "env_runner_health_probe_timeout_s=2"]
+    entrypoint = [RLLIB_SAFE, "train", *TOY, "--stop-iters", "100", "--num-env-runners", "2", "--output", "lost"]
+    entrypoint += ["--storage-path", str(storage), "--config", *config]
+    proc = submit(cluster, "cli_lost", entrypoint, wait=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    progress = storage / "lost" / "run" / "progress.jsonl"
+    deadline = time.monotonic() + 240
+    while not (progress.exists() and progress.read_text().strip()):
+        assert time.monotonic() < deadline and job_status(cluster, proc.submission_id) in ("RUNNING", "PENDING")
+        time.sleep(1)
+    assert sorted(env_runner_nodes(cluster, proc.submission_id)) == [doomed.ip, doomed.ip]
+    cluster.kill_node(doomed)
+    while job_status(cluster, proc.submission_id) in ("RUNNING", "PENDING"):
+        assert time.monotonic() < deadline + 120
+        time.sleep(2)
+    logs = job_logs(cluster, proc.submission_id)
+    assert job_status(cluster, proc.submission_id) == "FAILED", logs[-5000:]
+    errors = [line for line in logs.splitlines() if line.startswith("rllib-safe: error:")]
+    assert len(errors) == 1 and "EnvRunnersLostError: No EnvRunner returned samples" in errors[0], logs[-5000:]
+    assert "Traceback" not in logs  # Tune's copy of it is in the trial's error.txt, which the line names
+    checkpoint = printed(r"`rllib-safe train --restore (\S+)`", errors[0])
+    assert Path(checkpoint) == storage / "lost" / "run" / "checkpoint_env_runners_lost"
+    done = len(progress.read_text().splitlines())  # iterations completed before the node died
+
+    home = cluster.storage / "home"
+    entrypoint = [RLLIB_SAFE, "train", "--restore", checkpoint, "--stop-iters", "1"]
+    entrypoint += ["--config", "num_env_runners=1", "custom_resources_per_env_runner={}"]  # the head has room for one
+    proc = submit(cluster, "cli_restore", entrypoint, env_vars={"HOME": str(home)})
+    assert proc.returncode == 0 and "succeeded" in proc.stdout, proc.stdout[-5000:] + proc.stderr[-3000:]
+    results = Path(printed(r"\| results -> (\S+)$", proc.stdout))
+    assert results.is_absolute() and results.parent == home / "ray_results" / "rllib_safe"
+    rows = [json.loads(line) for line in (results / "run" / "progress.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [done + 1]  # went on from the checkpoint's iteration
+    assert any((c / "class_and_ctor_args.pkl").exists() for c in (results / "run").glob("checkpoint_*"))
