@@ -1,4 +1,4 @@
-"""Episode cost metrics, logged as exact sums and counts so that dual updates never see a mean of means.
+"""Episode cost metrics, logged as exact sums and counts so that dual updates never see a mean of means; team return.
 
 For every finished episode and agent, :class:`SafeCostCallback` sums the per-step costs over the whole episode
 (``prev_episode_chunks + [episode]``; ``infos[0]`` of each chunk is the reset or carried-over info and is skipped)
@@ -9,7 +9,11 @@ and logs, under ``env_runners``:
 * ``("episode_cost_count", agent)`` (``reduce="sum"``): the number of episodes in that total;
 * ``"episode_cost_mean"`` (smoothed over a window, for dashboards): the mean over agents of the agent episode cost,
   i.e. a team cost that every agent receives is reported once, never summed over agents; when m > 1 it is the sum
-  over the cost indices, and ``"episode_cost_mean_<k>"`` reports cost index k alone.
+  over the cost indices, and ``"episode_cost_mean_<k>"`` reports cost index k alone;
+* ``"episode_return_team"`` (smoothed over the same window): the **team return**, the mean over agents of each
+  agent's episode return (same chunks and steps as the cost). Every rllib_safe task gives each agent the team reward,
+  so this is the team reward counted once, as SafePO's ``Metrics/EpRet`` and the papers report it; RLlib's own
+  ``episode_return_mean`` sums the agents' returns and is n times larger (2× on Ant 2x4, 6× on HalfCheetah 6x1).
 
 The Algorithm reads the exact iteration mean ``sum / count`` with :func:`mean_episode_costs`: J_c, the
 **undiscounted** mean episode cost of the episodes that ended in the iteration. The papers' J_c is the expected
@@ -43,10 +47,14 @@ An iteration in which no episode ended has no per-iteration tail metrics (the ke
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from ray.rllib.callbacks.callbacks import RLlibCallback
+
+#: The windowed team return under ``env_runners`` (module docstring).
+TEAM_RETURN_KEY = "episode_return_team"
 
 
 def _chunk_cost(sa_episode: Any, num_steps: int) -> np.ndarray:
@@ -54,26 +62,73 @@ def _chunk_cost(sa_episode: Any, num_steps: int) -> np.ndarray:
     return np.sum([np.atleast_1d(np.asarray(info["cost"], dtype=np.float64)) for info in infos], axis=0)
 
 
-def episode_costs(episode: Any, prev_episode_chunks: list | None = None) -> dict[str, np.ndarray]:
-    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks.
+def _agent_chunks(episode: Any, prev_episode_chunks: list | None = None) -> Iterator[tuple[str, Any, int]]:
+    """``(agent, single-agent chunk, steps)`` for every chunk of a multi-agent episode that holds steps of the agent.
 
-    An earlier chunk counts only the steps before the next chunk began (``t_started`` of the next chunk): with a
-    local EnvRunner the Learner receives the very chunk objects the EnvRunner keeps for its metrics, and RLlib's
-    ``AddOneTsToEpisodesAndTruncate`` appends a copy of the last step (its info included) to them in place.
+    The episode is given as its final chunk and the earlier ones. An earlier chunk counts only the steps before the
+    next chunk began (``t_started`` of the next chunk): with a local EnvRunner the Learner receives the very chunk
+    objects the EnvRunner keeps for its metrics, and RLlib's ``AddOneTsToEpisodesAndTruncate`` appends a copy of the
+    last step (its info included, with a 0.0 reward) to them in place.
     """
     chunks = [*(prev_episode_chunks or []), episode]
-    totals: dict[str, np.ndarray] = {}
     for k, chunk in enumerate(chunks):
         following = chunks[k + 1].agent_episodes if k + 1 < len(chunks) else {}
         for aid, sa_episode in chunk.agent_episodes.items():
             num_steps = len(sa_episode)
             if aid in following:
                 num_steps = min(num_steps, following[aid].t_started - sa_episode.t_started)
-            if num_steps <= 0:
-                continue
-            c = _chunk_cost(sa_episode, num_steps)
-            totals[aid] = totals[aid] + c if aid in totals else c
+            if num_steps > 0:
+                yield aid, sa_episode, num_steps
+
+
+def episode_costs(episode: Any, prev_episode_chunks: list | None = None) -> dict[str, np.ndarray]:
+    """Total cost per agent (a length-m vector) of a multi-agent episode given as its final chunk and earlier chunks.
+
+    Each chunk's steps are those of :func:`_agent_chunks` (in-place extensions by the Learner's connector excluded).
+    """
+    totals: dict[str, np.ndarray] = {}
+    for aid, sa_episode, num_steps in _agent_chunks(episode, prev_episode_chunks):
+        c = _chunk_cost(sa_episode, num_steps)
+        totals[aid] = totals[aid] + c if aid in totals else c
     return totals
+
+
+def episode_returns(episode: Any, prev_episode_chunks: list | None = None) -> dict[str, float]:
+    """Return (sum of rewards) per agent of a multi-agent episode given as its final chunk and earlier chunks.
+
+    The same steps as :func:`episode_costs` (reward t belongs to step t, whose cost is in info t + 1).
+    """
+    totals: dict[str, float] = {}
+    for aid, sa_episode, num_steps in _agent_chunks(episode, prev_episode_chunks):
+        reward = float(np.sum(sa_episode.get_rewards(slice(0, num_steps)), dtype=np.float64))
+        totals[aid] = totals.get(aid, 0.0) + reward
+    return totals
+
+
+def team_return(agent_returns: dict[str, float]) -> float:
+    """The team return of one episode: the mean over agents of each agent's return.
+
+    Every rllib_safe task gives each agent the team reward, so this is the team reward counted once (SafePO's
+    ``Metrics/EpRet``); RLlib's ``episode_return_mean`` sums the agents' returns and is n times larger.
+    """
+    return float(np.mean(list(agent_returns.values())))
+
+
+def team_return_mean(env_runner_metrics: dict) -> float | None:
+    """The windowed team return of an iteration's ``env_runners`` results, or None where no episode has ended.
+
+    ``episode_return_team`` (:class:`SafeCostCallback`); for results without it (runs from before it existed, or an
+    EnvRunner without the callback) the mean over agents of RLlib's ``agent_episode_returns_mean``, the same quantity
+    over RLlib's window (``metrics_num_episodes_for_smoothing``).
+    """
+    value = env_runner_metrics.get(TEAM_RETURN_KEY)
+    if value is None:
+        per_agent = env_runner_metrics.get("agent_episode_returns_mean")
+        if not isinstance(per_agent, dict) or not per_agent:
+            return None
+        value = np.mean([float(v) for v in per_agent.values()])
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
 def cost_metric_keys(aid: str, m: int) -> list[str]:
@@ -82,7 +137,7 @@ def cost_metric_keys(aid: str, m: int) -> list[str]:
 
 
 class SafeCostCallback(RLlibCallback):
-    """Logs exact per-agent episode cost sums and counts, and the tail-safety metrics (see the module docstring)."""
+    """Logs exact per-agent episode cost sums and counts, the team return and the tail-safety metrics (module doc)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,10 +146,12 @@ class SafeCostCallback(RLlibCallback):
         self._team_cost_limit_read = False
 
     def on_episode_end(self, *, episode, prev_episode_chunks=None, metrics_logger=None, **kwargs) -> None:
-        """Sums the episode's costs per agent and logs them."""
+        """Sums the episode's costs and rewards per agent and logs them."""
         totals = episode_costs(episode, prev_episode_chunks)
         if not totals or metrics_logger is None:
             return
+        returns = episode_returns(episode, prev_episode_chunks)
+        metrics_logger.log_value(TEAM_RETURN_KEY, team_return(returns), window=100)
         for aid, total in totals.items():
             for key, value in zip(cost_metric_keys(aid, len(total)), total):
                 metrics_logger.log_value(("episode_cost_sum", key), float(value), reduce="sum")

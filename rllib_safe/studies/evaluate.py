@@ -6,9 +6,10 @@ seed for the first reset (episode k > 0 continues the env's random stream, as RL
 Deterministic by default: every agent takes the mean of its Gaussian (RLlib's ``explore=False``); ``stochastic``
 samples from it (``explore=True``).
 
-Return is RLlib's episode return (the sum over agents of their rewards, as in the training progress); cost is the
-team episode cost (the mean over agents of each agent's summed cost, as ``episode_cost_mean``); the tail metrics and
-the fraction of episodes over the limit come from :func:`rllib_safe.callbacks.tail_metrics`.
+Return is the team episode return (the mean over agents of each agent's return: the team reward once, as
+``team_return_mean`` in the training progress and SafePO's ``EpRet``; not RLlib's ``get_return()``, the sum over
+agents); cost is the team episode cost (the mean over agents of each agent's summed cost, as ``episode_cost_mean``);
+the tail metrics and the fraction of episodes over the limit come from :func:`rllib_safe.callbacks.tail_metrics`.
 
 The video (``--video FILE.mp4``) shows the first episode, rendered offscreen by MuJoCo with the task's
 ``render_mode="rgb_array"``; set ``MUJOCO_GL=egl`` for a headless machine (README, "Tasks").
@@ -77,7 +78,7 @@ def evaluate(
     Raises:
         ValueError: No checkpoint, ``episodes < 1``, or a video of a task that cannot render.
     """
-    from rllib_safe.callbacks import episode_costs, tail_metrics, team_cost_limit
+    from rllib_safe.callbacks import episode_costs, episode_returns, tail_metrics, team_cost_limit, team_return
     from rllib_safe.studies.checkpoint import read_checkpoint
 
     if episodes < 1:
@@ -98,7 +99,7 @@ def evaluate(
     finally:
         runner.stop()
     done = [e for e in sampled if e.is_done][:episodes]
-    returns = [float(e.get_return()) for e in done]
+    returns = [team_return(episode_returns(e)) for e in done]
     costs = [float(np.mean([c.sum() for c in episode_costs(e).values()])) for e in done]
     lengths = [int(e.env_steps()) for e in done]
     limit = team_cost_limit(info.config)

@@ -1,10 +1,10 @@
 """Learning curves in the papers' layout: return and cost against env steps, median and 25–75 % band across seeds.
 
-One column of panels per task (return on top, cost below, a dashed line at the cost limit), one curve per
-algorithm × setting. Seeds are put on a common grid of env steps (the steps of all seeds within the range every seed
-covers; a seed's value between two of its own iterations is interpolated linearly) before the median and the band
-are taken, as in seed 000's Figures 3–10 ("the solid line shows the median performance across 5 seeds and the shaded
-areas correspond to the 25-75% percentiles").
+One column of panels per task (the team return on top: the team reward once, as SafePO's ``EpRet``; the team cost below,
+a dashed line at the cost limit), one curve per algorithm × setting. Seeds are put on a common grid of env steps (the
+steps of all seeds within the range every seed covers; a seed's value between two of its own iterations is interpolated
+linearly) before the median and the band are taken, as in seed 000's Figures 3–10 ("the solid line shows the median
+performance across 5 seeds and the shaded areas correspond to the 25-75% percentiles").
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from rllib_safe.studies.results import Trial
 
 #: Rows of panels: (progress key, axis label).
-PANELS = (("episode_return_mean", "episode return"), ("episode_cost_mean", "episode cost"))
+PANELS = (("team_return_mean", "episode return (team)"), ("episode_cost_mean", "episode cost (team)"))
 
 
 @dataclass

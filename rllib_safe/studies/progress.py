@@ -6,7 +6,12 @@ trial has no ``progress.jsonl``. Its keys (stable; the README lists them):
 
 * ``iteration``, ``env_steps`` (lifetime env steps), ``env_steps_this_iter``, ``time_this_iter_s``,
   ``time_total_s``, ``env_steps_per_s``, ``num_episodes`` (episodes that ended this iteration);
-* ``episode_return_mean``, ``episode_len_mean``, ``episode_cost_mean`` (RLlib's windows over the last episodes);
+* ``team_return_mean``: the **team return**, the team reward counted once, as SafePO's ``Metrics/EpRet`` (every
+  rllib_safe task gives each agent the team reward; :func:`rllib_safe.callbacks.team_return_mean`: the callback's
+  ``env_runners/episode_return_team``, else the mean over agents of RLlib's ``agent_episode_returns_mean``);
+  ``episode_return_mean``: RLlib's episode return, the **sum** over the n agents (n times the team return), kept for
+  reference; ``episode_len_mean``, ``episode_cost_mean`` (the team cost, counted once) — windowed means of the
+  episodes that ended;
 * the tail-safety metrics of :mod:`rllib_safe.callbacks`: ``episode_cost_p90``, ``episode_cost_cvar10``,
   ``episode_cost_over_limit_frac`` (this iteration's episodes; absent when none ended), ``cumulative_cost``,
   ``cost_rate``; and ``safe_score`` (:mod:`rllib_safe.studies.score`);
@@ -26,6 +31,8 @@ from typing import Any
 
 from ray.tune import Callback
 from ray.tune.logger import LoggerCallback
+
+from rllib_safe.callbacks import team_return_mean
 
 #: Names of dual variables in learner results, in the order they are looked for.
 DUAL_NAMES = ("lagrange_multiplier", "nu")
@@ -80,6 +87,9 @@ def flatten_result(result: dict) -> dict[str, Any]:
     for key, source in ENV_RUNNER_KEYS.items():
         if source in env:
             row[key] = _number(env[source])
+    team = team_return_mean(env)
+    if team is not None:
+        row["team_return_mean"] = team
     for key in ("time_this_iter_s", "time_total_s", "agent_order", "safe_score"):
         if key in result:
             row[key] = _number(result[key])
@@ -124,18 +134,21 @@ def _fmt(value: float, spec: str) -> str:
 def progress_line(row: dict, cost_limit: float | None) -> str:
     """The terminal line of one iteration.
 
-    ``iter    3 | steps    12000 | return 81.20 | cost 3.10 / limit 25 | p90 7.0 cvar 9.0 over 10% | λ 0.010 0.012
-    | 910 env-steps/s | 41 s``. An iteration in which no episode ended says so in words instead of printing
-    numbers that are not there: ``no episode ended yet`` before the first one, and ``no episode ended this
-    iteration`` (after the windowed return and cost of earlier episodes) later on.
+    ``iter    3 | steps    12000 | return 40.60 | cost 3.10 / limit 25 | p90 7.0 cvar 9.0 over 10% | λ 0.010 0.012
+    | 910 env-steps/s | 41 s``. ``return`` is the team return (``team_return_mean``: the team reward once, as SafePO's
+    ``EpRet``), ``cost`` the team cost. A row without the team return (neither rllib_safe's callback nor RLlib's
+    per-agent returns logged it) prints ``return n/a (sum over agents R)`` with RLlib's ``episode_return_mean``. An
+    iteration in which no episode ended says so in words instead of printing numbers that are not there: ``no episode
+    ended yet`` before the first one, and ``no episode ended this iteration`` (after the windowed return and cost of
+    earlier episodes) later on.
     """
     limit = f" / limit {cost_limit:g}" if cost_limit is not None else ""
     line = f"iter {int(row.get('iteration') or 0):4d} | steps {int(row.get('env_steps') or 0):8d}"
-    ret, cost = row.get("episode_return_mean"), row.get("episode_cost_mean")
-    if ret is None:
+    ret, summed, cost = row.get("team_return_mean"), row.get("episode_return_mean"), row.get("episode_cost_mean")
+    if ret is None and summed is None:
         line += " | no episode ended yet"
     else:
-        line += f" | return {_fmt(ret, '.2f')}"
+        line += f" | return {_fmt(ret, '.2f')}" if ret is not None else f" | return n/a (sum over agents {summed:.2f})"
         line += f" | cost {_fmt(cost, '.2f')}{limit}" if cost is not None else ""
         ended = row.get("num_episodes")
         if ended is None:  # an EnvRunner that does not count them: the tail metrics exist iff an episode ended

@@ -4,6 +4,13 @@ A trial directory is any directory holding ``progress.jsonl`` (written by ``rlli
 ``result.json`` (any Tune trial, also one run from Python with ``tune.Tuner``). A RUN_DIR given to ``table`` or
 ``plot`` may be a trial directory, an experiment directory or a sweep directory: trial directories are found below it.
 A trial that was resumed repeats the iterations after its last checkpoint; the last row of each iteration is kept.
+
+**Runs from before the team return was logged.** Their ``progress.jsonl`` rows have RLlib's ``episode_return_mean``
+(the sum over the n agents) but no ``team_return_mean``; where ``run.json`` lists the agents, the rows get
+``team_return_mean = episode_return_mean / n`` (exact for every rllib_safe task: each agent receives the team reward,
+and the driver's windows of both hold the same episodes) and ``team_return_derived: true``. Without the agents the
+team return stays absent (tables print "—", plots leave the curve out). Tune-only trials (``result.json``) get it
+from RLlib's per-agent returns (:func:`rllib_safe.studies.progress.flatten_result`).
 """
 
 from __future__ import annotations
@@ -101,6 +108,16 @@ def _describe_from_params(path: Path, params: dict) -> dict:
     return {"algorithm": algorithm, "env": str(params.get("env")), "seed": params.get("seed"), "cost_limit": limit}
 
 
+def _add_team_return(rows: list[dict], num_agents: int) -> None:
+    """Adds ``team_return_mean`` to rows of older runs that only have RLlib's sum over agents (module docstring)."""
+    if num_agents < 1:
+        return
+    for row in rows:
+        if row.get("team_return_mean") is None and row.get("episode_return_mean") is not None:
+            row["team_return_mean"] = row["episode_return_mean"] / num_agents
+            row["team_return_derived"] = True
+
+
 def load_trial(path: Path, swept_keys: set[str] | None = None) -> Trial:
     """Reads one trial directory (``run.json`` + ``progress.jsonl``, or Tune's ``params.json`` + ``result.json``)."""
     run_file = path / RUN_FILE
@@ -113,6 +130,7 @@ def load_trial(path: Path, swept_keys: set[str] | None = None) -> Trial:
         info["swept"] = {k: params[k] for k in sorted(swept_keys or ()) if k in params}
     if (path / PROGRESS_FILE).exists():
         rows = _read_jsonl(path / PROGRESS_FILE)
+        _add_team_return(rows, len(info.get("agent_ids") or ()))
     else:
         rows = [flatten_result(result) for result in _read_jsonl(path / TUNE_RESULT_FILE)]
     return Trial(

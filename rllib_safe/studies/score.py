@@ -6,8 +6,9 @@ violation of the cost limit d (the penalty method of constrained optimisation, e
 
     safe_score = R − κ · max(0, C − d)
 
-with R the episode return and C the episode cost (RLlib's windowed means over the last episodes:
-``env_runners/episode_return_mean`` and ``env_runners/episode_cost_mean``), d the team cost limit of the trial and
+with R the team episode return and C the team episode cost (windowed means over the last episodes:
+``env_runners/episode_return_team`` and ``env_runners/episode_cost_mean``, each the team quantity counted once, not
+RLlib's ``episode_return_mean``, which sums the n agents' returns), d the team cost limit of the trial and
 κ the price of one unit of cost above the limit in units of return (``penalty``, default :data:`DEFAULT_PENALTY`).
 A trial that meets its limit is scored by its return alone; a trial that violates it loses κ per unit of excess
 cost. Choose κ larger than the return one unit of cost can buy on the task (for the velocity tasks, where an agent
@@ -46,11 +47,11 @@ def add_safe_score(*, algorithm: Any, result: dict, penalty: float = DEFAULT_PEN
     Bind ``penalty`` with :func:`functools.partial`; RLlib passes the other arguments. Nothing is added before the
     first episode has ended, or when the trial has no cost limit.
     """
-    from rllib_safe.callbacks import team_cost_limit
+    from rllib_safe.callbacks import team_cost_limit, team_return_mean
 
     env = result.get("env_runners", {}) or {}
-    ret, cost = env.get("episode_return_mean"), env.get("episode_cost_mean")
-    if ret is None or cost is None or math.isnan(float(ret)) or math.isnan(float(cost)):
+    ret, cost = team_return_mean(env), env.get("episode_cost_mean")
+    if ret is None or cost is None or math.isnan(float(cost)):
         return
     limit = team_cost_limit(algorithm.config)  # cheap: the task's layout is cached per process
     if limit is not None:

@@ -3,7 +3,9 @@
 The final value of one seed (trial) is the mean of a progress value over its last ``k`` iterations (default
 :data:`DEFAULT_LAST_K`; iterations without the value, e.g. no episode ended, are skipped). Over the seeds of one
 (algorithm, setting, task) the table gives the median and the interquartile range [25 %, 75 %] (numpy's linear
-interpolation), for the return, the cost and the tail-safety metrics.
+interpolation), for the return, the cost and the tail-safety metrics. The return is the team return
+(``team_return_mean`` of :mod:`rllib_safe.studies.progress`: the team reward once, as SafePO's ``Metrics/EpRet``); a
+trial from before it was logged gets it from its rows' ``episode_return_mean`` (:mod:`rllib_safe.studies.results`).
 
 The normalised table is the layout of seed 000's Tables 3–4: one row per setting (e.g. λ), for each task the median
 return and the median cost divided by those of the baseline (HAPPO in the paper) on the same task, and the "All envs"
@@ -26,7 +28,7 @@ from rllib_safe.studies.results import Trial
 DEFAULT_LAST_K = 10
 #: Table metric -> progress row key (see rllib_safe.studies.progress).
 METRICS: dict[str, str] = {
-    "return": "episode_return_mean",
+    "return": "team_return_mean",
     "cost": "episode_cost_mean",
     "cost_p90": "episode_cost_p90",
     "cost_cvar10": "episode_cost_cvar10",
@@ -145,8 +147,9 @@ def markdown(groups: list[Group], *, last_k: int, baseline: str | None) -> str:
     out = io.StringIO()
     out.write(
         f"Final values: mean over the last {last_k} iterations of each seed; median [25 %, 75 %] over seeds. "
-        "Return and cost are RLlib's windowed episode means; p90, CVaR 10 % and over-limit are per-iteration "
-        "episode-cost tails (rllib_safe.callbacks).\n\n"
+        "Return is the team return (the team reward once, as SafePO's EpRet; not RLlib's episode_return_mean, the "
+        "sum over agents), cost the team cost, both windowed episode means; p90, CVaR 10 % and over-limit are "
+        "per-iteration episode-cost tails (rllib_safe.callbacks).\n\n"
     )
     out.write(
         "| algorithm | setting | task | seeds | return | cost | limit | cost p90 | cost CVaR 10 % | over limit "

@@ -82,6 +82,9 @@ def test_train_prints_progress_lines_only(trained):
     for noise in ("new API stack", "RLModuleConfig", "gputil", "max_restarts", "Token authentication", "Adroit"):
         assert noise not in proc.stdout + proc.stderr, noise
     assert "nan" not in " ".join(iters) and "n/a" not in " ".join(iters)
+    rows = [json.loads(line) for line in (out / "run" / "progress.jsonl").read_text().splitlines()]
+    for line, row in zip(iters, rows, strict=True):  # the line's return is the team return, not RLlib's sum
+        assert f"| return {row['team_return_mean']:.2f} |" in line
 
 
 def test_train_results_are_tunes_with_our_progress_file(trained):
@@ -92,6 +95,8 @@ def test_train_results_are_tunes_with_our_progress_file(trained):
     assert rows[-1]["env_steps_this_iter"] == 100 and "agent_0/lagrange_multiplier" in rows[-1]
     for key in ("episode_cost_p90", "episode_cost_cvar10", "episode_cost_over_limit_frac", "cost_rate", "safe_score"):
         assert key in rows[-1], key
+    # The team return (the team reward once) beside RLlib's sum over the 2 agents, which every agent shares.
+    assert rows[-1]["team_return_mean"] == pytest.approx(rows[-1]["episode_return_mean"] / 2, rel=1e-9)
     assert rows[-1]["cost_rate"] == pytest.approx(rows[-1]["cumulative_cost"] / 200)
     tune_rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
     assert tune_rows[-1]["env_runners"]["episode_cost_p90"] == rows[-1]["episode_cost_p90"]
@@ -145,7 +150,8 @@ def hand_rollout(checkpoint: Path, episodes: int, seed: int):
                     out = module.forward_inference({Columns.OBS: torch.as_tensor(obs[aid])[None]})
                 actions[aid] = out[Columns.ACTION_DIST_INPUTS][0, :1].numpy()
             obs, rewards, terminated, truncated, infos = env.step(actions)
-            ret += sum(rewards.values())
+            assert len(set(rewards.values())) == 1  # the team reward, given to each agent
+            ret += rewards["agent_0"]  # counted once: the team return
             cost += float(np.mean([infos[aid]["cost"] for aid in modules]))
             if terminated["__all__"] or truncated["__all__"]:
                 break

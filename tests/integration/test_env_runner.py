@@ -88,7 +88,7 @@ def metric_values(metrics):
     keys = (
         "episode_return_mean", "episode_len_mean", "episode_len_max", "num_episodes", "num_env_steps_sampled",
         "num_env_steps_sampled_lifetime", "num_agent_steps_sampled", "num_module_steps_sampled",
-        "episode_cost_sum", "episode_cost_count", "agent_episode_return_mean", "weights_seq_no",
+        "episode_cost_sum", "episode_cost_count", "episode_return_team", "agent_episode_return_mean", "weights_seq_no",
     )  # fmt: skip
     return {k: value(metrics[k]) for k in keys if k in metrics}
 
@@ -149,6 +149,7 @@ def test_same_seeds_give_identical_episodes(task, num_envs):
     first = chunks[0]["agents"]["agent_0"]
     assert {"cost", "state"} <= set(first["infos"][0][1])  # infos[1] of the first chunk: a step's info
     assert fast_metrics["episode_cost_count"]["agent_0"] >= 1
+    assert "episode_return_team" in fast_metrics  # the team return is among the metrics compared above
 
 
 def test_whole_episodes_evaluation_and_step_callbacks_are_identical():

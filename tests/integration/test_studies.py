@@ -112,8 +112,10 @@ def test_progress_rows_carry_the_tail_metrics_and_the_score(smoke):
         for row in _rows(trial.parent):
             assert row["num_episodes"] == 10  # 250 steps of whole 25-step episodes
             assert row["episode_cost_p90"] <= row["episode_cost_cvar10"] + 1e-12
+            # The team return: the team reward once, half RLlib's sum over the 2 agents (same episodes, one runner).
+            assert row["team_return_mean"] == pytest.approx(row["episode_return_mean"] / 2, rel=1e-9)
             assert row["safe_score"] == pytest.approx(
-                row["episode_return_mean"] - 10.0 * max(0.0, row["episode_cost_mean"] - 5.0)
+                row["team_return_mean"] - 10.0 * max(0.0, row["episode_cost_mean"] - 5.0)
             )
             assert row["cost_rate"] == pytest.approx(row["cumulative_cost"] / row["env_steps"])
 
@@ -144,7 +146,7 @@ def test_table_numbers_equal_those_recomputed_from_the_progress_files(smoke, tmp
     for group, trials in by_group.items():
         row = table[group]
         assert int(row["seeds"]) == len(trials) == 2
-        metrics = [("return", "episode_return_mean"), ("cost", "episode_cost_mean"), ("cost_p90", "episode_cost_p90")]
+        metrics = [("return", "team_return_mean"), ("cost", "episode_cost_mean"), ("cost_p90", "episode_cost_p90")]
         for name, key in metrics:
             values = [_final(t, key) for t in trials]
             assert float(row[f"{name}_median"]) == pytest.approx(np.median(values), rel=1e-12)
@@ -174,7 +176,8 @@ def test_plot_axes_hold_the_median_curves_and_the_limit(smoke, tmp_path):
     assert ret_ax.get_title() == "SafeMAToy-v0" and cost_ax.get_xlabel() == "env steps"
     happo = sorted(p.parent for p in root.glob("HAPPO/*/progress.jsonl"))
     steps = [r["env_steps"] for r in _rows(happo[0])]
-    for ax, key in ((ret_ax, "episode_return_mean"), (cost_ax, "episode_cost_mean")):
+    assert ret_ax.get_ylabel() == "episode return (team)"
+    for ax, key in ((ret_ax, "team_return_mean"), (cost_ax, "episode_cost_mean")):
         lines = {line.get_label(): line for line in ax.get_lines()}
         assert {"HAPPO", "MAFOCOPS focops_lambda=1", "MAFOCOPS focops_lambda=2.2"} <= set(lines)
         median = np.median([[r[key] for r in _rows(t)] for t in happo], axis=0)

@@ -64,7 +64,9 @@ RESULT = {
         "num_env_steps_sampled_lifetime": 800.0,
         "num_env_steps_sampled": 200,
         "num_episodes": 8,
-        "episode_return_mean": 12.5,
+        "episode_return_mean": 25.0,  # RLlib's: the sum over the 2 agents
+        "episode_return_team": 12.5,  # the team reward once
+        "agent_episode_returns_mean": {"agent_0": 12.5, "agent_1": 12.5},
         "episode_cost_mean": 3.25,
         "episode_cost_p90": 4.5,
         "episode_cost_cvar10": 6.0,
@@ -83,6 +85,7 @@ RESULT = {
 
 def test_flatten_result_and_progress_line():
     row = flatten_result(RESULT)
+    assert row["team_return_mean"] == 12.5 and row["episode_return_mean"] == 25.0  # team once; RLlib's sum kept
     assert row["env_steps"] == 800.0 and row["env_steps_this_iter"] == 200 and row["env_steps_per_s"] == 100.0
     assert row["agent_1/lagrange_multiplier"] == 0.5 and isinstance(row["agent_0/lagrange_multiplier"], float)
     assert row["critic/vf_loss"] == 1.0 and not any(k.startswith("__") for k in row)
@@ -101,10 +104,45 @@ def test_an_iteration_without_episodes_says_so_in_words():
     env["num_episodes"] = 0
     line = progress_line(flatten_result(result), 5.0)
     assert "return 12.50 | cost 3.25 / limit 5 | no episode ended this iteration | λ" in line
-    env["episode_return_mean"] = env["episode_cost_mean"] = float("nan")  # RLlib before the first episode
+    env["episode_return_mean"] = env["episode_cost_mean"] = env["episode_return_team"] = float("nan")  # no episode yet
+    env["agent_episode_returns_mean"] = {"agent_0": float("nan"), "agent_1": float("nan")}
     line = progress_line(flatten_result(result), 5.0)
     assert "| steps      800 | no episode ended yet | λ 0.250 0.500 |" in line
     assert "nan" not in line and "n/a" not in line
+
+
+def test_team_return_of_results_without_the_callbacks_key():
+    """RLlib's per-agent returns give the team return (older runs, Tune's result.json); with none, the line says so."""
+    result = json.loads(json.dumps(RESULT, default=float))
+    env = result["env_runners"]
+    del env["episode_return_team"]
+    env["agent_episode_returns_mean"] = {"agent_0": 12.0, "agent_1": 13.0}
+    row = flatten_result(result)
+    assert row["team_return_mean"] == 12.5 and row["episode_return_mean"] == 25.0
+    del env["agent_episode_returns_mean"]  # an EnvRunner that logs neither
+    row = flatten_result(result)
+    assert "team_return_mean" not in row
+    line = progress_line(row, cost_limit=5.0)
+    assert "| return n/a (sum over agents 25.00) | cost 3.25 / limit 5 |" in line
+
+
+def test_add_safe_score_uses_the_team_return():
+    from types import SimpleNamespace
+
+    from rllib_safe.algorithms.registry import get_config
+    from rllib_safe.studies.score import add_safe_score
+
+    algorithm = SimpleNamespace(config=get_config("MAPPOLagrangian").environment("SafeMAToy-v0"))  # limit 5
+    result = json.loads(json.dumps(RESULT, default=float))
+    result["env_runners"]["episode_cost_mean"] = 7.0
+    add_safe_score(algorithm=algorithm, result=result, penalty=2.0)
+    assert result["safe_score"] == 12.5 - 2.0 * (7.0 - 5.0)  # the team return 12.5, not RLlib's sum 25
+    result = json.loads(json.dumps(RESULT, default=float))
+    del result["safe_score"]
+    result["env_runners"]["episode_return_team"] = float("nan")
+    result["env_runners"]["agent_episode_returns_mean"] = {"agent_0": float("nan"), "agent_1": float("nan")}
+    add_safe_score(algorithm=algorithm, result=result)
+    assert "safe_score" not in result  # no episode has ended
 
 
 # ------------------------------------------------------------------------------------------------ sweep files
@@ -170,7 +208,7 @@ def test_scheduler_on_the_constrained_score():
 # ------------------------------------------------------------------------------------------------ tables, plots
 def _trial(algorithm, env, seed, returns, costs, swept=None, limit=25.0):
     rows = [
-        {"iteration": i + 1, "env_steps": 100.0 * (i + 1), "episode_return_mean": r, "episode_cost_mean": c}
+        {"iteration": i + 1, "env_steps": 100.0 * (i + 1), "team_return_mean": r, "episode_cost_mean": c}
         for i, (r, c) in enumerate(zip(returns, costs))
     ]
     return Trial(f"/x/{algorithm}/{env}/{seed}", algorithm, env, seed, limit, dict(swept or {}), rows)
@@ -230,6 +268,24 @@ def test_progress_files_and_tune_result_files_read_alike(tmp_path):
     plain = trials["MAPPOLagrangian"]
     assert plain.rows == [flatten_result(json.loads(json.dumps(RESULT, default=float)))]
     assert (plain.env, plain.seed, plain.cost_limit) == ("SafeMAToy-v0", 1, 5.0)  # the task's default limit
+    assert plain.rows[0]["team_return_mean"] == 12.5
+
+
+def test_progress_rows_of_older_runs_get_the_team_return_from_rllibs_sum(tmp_path):
+    """Rows written before ``team_return_mean`` existed: RLlib's sum over the agents listed in run.json, ÷ n."""
+    old = {"iteration": 1, "env_steps": 100, "episode_return_mean": 36.0, "episode_cost_mean": 5.0}
+    info = {"algorithm": "HAPPO", "env": "SafeMAToy-v0", "seed": 0, "cost_limit": 5.0, "swept": {}}
+    for name, agents in (("two", ["agent_0", "agent_1"]), ("unknown", None)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({**info, "seed": len(name), "agent_ids": agents}))
+        (tmp_path / name / "progress.jsonl").write_text(json.dumps(old) + "\n")
+    two, unknown = sorted(load_trials([tmp_path]), key=lambda t: t.seed)  # seeds 3 ("two"), 7 ("unknown")
+    assert two.rows[0]["team_return_mean"] == 18.0 and two.rows[0]["team_return_derived"] is True
+    assert "team_return_mean" not in unknown.rows[0]  # no agents known: no team return (tables print "—")
+    assert summarize([unknown])[0].stats["return"].median is None
+    new = {**old, "team_return_mean": 17.0}  # a current row keeps its own value
+    (tmp_path / "two" / "progress.jsonl").write_text(json.dumps(new) + "\n")
+    assert load_trials([tmp_path / "two"])[0].rows[0]["team_return_mean"] == 17.0
 
 
 def test_plot_curves_are_the_median_and_band_on_a_common_grid():
@@ -238,7 +294,7 @@ def test_plot_curves_are_the_median_and_band_on_a_common_grid():
     a = _trial("HAPPO", "A", 0, [1, 2, 3], [4, 4, 4])
     b = _trial("HAPPO", "A", 1, [3, 4, 5], [0, 2, 4])
     b.rows = b.rows[1:]  # seed 1 starts at 200 steps: the grid is the steps every seed covers
-    c = curve([a, b], "episode_return_mean", "HAPPO")
+    c = curve([a, b], "team_return_mean", "HAPPO")
     np.testing.assert_allclose(c.steps, [200, 300])
     np.testing.assert_allclose(c.median, [3, 4])  # (2, 4) and (3, 5)
     np.testing.assert_allclose(c.q25, [2.5, 3.5])
