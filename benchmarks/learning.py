@@ -269,18 +269,12 @@ def build_config(algo: str, env: str, config: dict, env_config: dict, seed: int)
 
 
 def iteration_row(result: dict, agent_ids: list[str], num_costs: int, wall_s: float) -> dict[str, Any]:
-    """One seed-file line: rllib_safe's progress row plus the team return, the exact iteration J_c and wall time."""
+    """One seed-file line: rllib_safe's progress row (with the team return), the exact iteration J_c and wall time."""
     from rllib_safe.callbacks import mean_episode_costs
     from rllib_safe.studies.progress import flatten_result
 
-    row = flatten_result(result)
+    row = flatten_result(result)  # RETURN_KEY: rllib_safe.callbacks.team_return_mean
     env = result.get("env_runners", {}) or {}
-    agent_returns = env.get("agent_episode_returns_mean") or {}
-    returns = [float(agent_returns[a]) for a in agent_ids if a in agent_returns]
-    if returns and all(np.isfinite(returns)):
-        row[RETURN_KEY] = float(np.mean(returns))
-    elif row.get("episode_return_mean") is not None:  # every agent receives the team reward
-        row[RETURN_KEY] = row["episode_return_mean"] / len(agent_ids)
     exact = mean_episode_costs(env, agent_ids, num_costs)
     if agent_ids and agent_ids[0] in exact:
         row["episode_cost_iter"] = float(exact[agent_ids[0]].sum())

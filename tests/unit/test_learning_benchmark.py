@@ -162,5 +162,8 @@ def test_iteration_row_team_return_and_exact_cost():
     assert row["episode_cost_mean"] == 2.5 and row["episode_len_mean"] == 25.0 and row["env_steps"] == 3000
     assert row["agent_0/lagrange_multiplier"] == 0.5 and row["agent_1/lagrange_multiplier"] == 0.25
     assert row["wall_s"] == 7.0
-    del result["env_runners"]["agent_episode_returns_mean"]
-    assert lb.iteration_row(result, ["agent_0", "agent_1"], 1, wall_s=7.0)["team_return_mean"] == 20.0
+    result["env_runners"]["episode_return_team"] = 21.0  # the callback's key comes first
+    assert lb.iteration_row(result, ["agent_0", "agent_1"], 1, wall_s=7.0)["team_return_mean"] == 21.0
+    del result["env_runners"]["agent_episode_returns_mean"], result["env_runners"]["episode_return_team"]
+    # RLlib's sum alone is not read as a team return (as the progress rows: rllib_safe.studies.progress).
+    assert lb.iteration_row(result, ["agent_0", "agent_1"], 1, wall_s=7.0).get("team_return_mean") is None
