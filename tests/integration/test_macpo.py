@@ -30,7 +30,12 @@ def tiny_config(env: str = "Safety2x4AntVelocity-v0", **training) -> MACPOConfig
     return (
         MACPOConfig()
         .environment(env, env_config={"max_episode_steps": 50})
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
+        # The fused runner: its actions do not depend on PYTHONHASHSEED (RLlib's runner, and the lock-step one that
+        # copies it bit for bit, draw the agents' actions in the iteration order of a set), so "seed 3" means the
+        # same data in every process.
+        .env_runners(
+            num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes", env_runner_cls="fused"
+        )
         .training(
             train_batch_size_per_learner=200,
             minibatch_size=100,
