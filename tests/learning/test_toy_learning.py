@@ -27,6 +27,7 @@ TOY_TRAINING = dict(
     entropy_coeff=0.0,
     actor_hiddens=[32, 32],
     critic_hiddens=[32, 32],
+    init_log_std=-0.5,  # σ_0 ≈ 0.61 for every algorithm here (MAPPO-L's own default is SafePO's 0.37, for MuJoCo)
 )
 
 

@@ -26,6 +26,7 @@ SHARED = dict(
     critic_lr=3e-3,
     actor_hiddens=[32, 32],
     critic_hiddens=[32, 32],
+    init_log_std=-0.5,  # σ_0 ≈ 0.61 for both algorithms (MAPPO-L's own default is SafePO's 0.37, for MuJoCo)
 )
 CASES = {
     # The one-cost toy test's PI gains (tests/learning/test_toy_learning.py), per cost index.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.algorithms.ppo import PPOConfig
@@ -76,3 +78,11 @@ def test_per_cost_limits_of_a_two_cost_task():
     for bad in ([1.0, 2.0, 3.0], [1.0, -2.0], {"agent_0": 1.0}):
         with pytest.raises(ValueError, match="`cost_limit`"):
             config.training(cost_limit=bad).cost_limits()
+
+
+def test_mappo_lagrangian_starts_at_safepos_action_sigma():
+    # SafePO / MACPO code: σ_0 = std_y_coef · sigmoid(1) = 0.5 / (1 + e^-1) = 0.36553
+    assert math.exp(MAPPOLagrangianConfig().init_log_std) == pytest.approx(0.365529, abs=1e-6)
+    assert MAFOCOPSConfig().init_log_std == -0.5  # the FOCOPS code's, as the base's
+    module = MAPPOLagrangianConfig().environment("SafeMAToy-v0").get_multi_rl_module_spec().build()["agent_0"]
+    assert float(module.log_std[0]) == pytest.approx(math.log(0.365529), abs=1e-5)

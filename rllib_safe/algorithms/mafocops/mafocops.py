@@ -28,7 +28,7 @@ from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import NotProvided
 
-from rllib_safe.algorithms.sequential.sequential import SequentialAlgorithm, SequentialConfig
+from rllib_safe.algorithms.sequential.sequential import SAFEPO_INIT_LOG_STD, SequentialAlgorithm, SequentialConfig
 
 #: Table 5 of the paper (Appendix J), one column per benchmark. "update numbers" is the number of epochs K
 #: (Algorithm 1 "number of updates K"), "minibatch size" is B (Algorithm 1 "minibatch size B").
@@ -58,7 +58,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "macpo_code_base": {
         "lr": 9e-5,
         "critic_lr": 5e-3,
-        "init_log_std": math.log(0.5 / (1.0 + math.exp(-1.0))),
+        "init_log_std": SAFEPO_INIT_LOG_STD,
     },
 }
 

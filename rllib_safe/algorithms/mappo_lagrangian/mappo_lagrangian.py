@@ -22,15 +22,24 @@ The multipliers ``λ^i ≥ 0`` follow a selectable rule (``dual_rule``, :mod:`rl
 
 from __future__ import annotations
 
-from rllib_safe.algorithms.sequential.sequential import SequentialAlgorithm, SequentialConfig
+from rllib_safe.algorithms.sequential.sequential import SAFEPO_INIT_LOG_STD, SequentialAlgorithm, SequentialConfig
 
 
 class MAPPOLagrangianConfig(SequentialConfig):
-    """MAPPO-Lagrangian's config (the sequential base plus the ``dual_*`` fields)."""
+    """MAPPO-Lagrangian's config (the sequential base plus the ``dual_*`` fields).
+
+    ``init_log_std`` defaults to :data:`SAFEPO_INIT_LOG_STD` (σ_0 ≈ 0.366, SafePO's MAPPO-L), not the base's −0.5
+    (σ_0 ≈ 0.61). Measured (issue 13, ``benchmarks/learning.py``, Safety2x4AntVelocity-v0, 3 seeds, 300k env steps):
+    team return 321 / 405 / 427 (median) at 100k / 200k / 300k steps against SafePO's 311 / 367 / 356, episode cost
+    ≤ 0.5 (limit 25). Under σ_0 ≈ 0.61 the Ant flips over under its own action noise (a policy that only samples
+    N(0, 0.61²) earns −44 per 182-step episode, N(0, 0.37²) +267 per 591 steps), and MAPPO-L's return was −40 (the
+    sum over the two agents) at 100k steps.
+    """
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or MAPPOLagrangian)
         self.sequential = True
+        self.init_log_std = SAFEPO_INIT_LOG_STD
 
     def get_default_learner_class(self) -> type:
         """The Lagrangian learner."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -186,6 +187,12 @@ def check_dual_fields(config: Any) -> None:
         make_dual(config.dual_rule, **config.dual_kwargs(num_costs=1))
     except ValueError as e:
         raise ValueError(f"Invalid dual variable settings (`dual_*` fields): {e}") from None
+
+
+#: SafePO's / the MACPO code's initial action σ: σ = std_y_coef · sigmoid(log_std / std_x_coef) with log_std started
+#: at std_x_coef = 1 and std_y_coef = 0.5 (SafePO ``marl_cfg`` MAMuJoCo block; MACPO ``train_mujoco.sh``; HARL's
+#: actor defaults), i.e. σ_0 = 0.5·sigmoid(1) ≈ 0.366; here σ = exp(log_std), started at the same σ_0.
+SAFEPO_INIT_LOG_STD = math.log(0.5 / (1.0 + math.exp(-1.0)))
 
 
 class SequentialConfig(PPOConfig):
