@@ -32,7 +32,7 @@ CASES = {
     # The one-cost toy test's PI gains (tests/learning/test_toy_learning.py), per cost index.
     "MAPPOLagrangian": (
         dict(entropy_coeff=0.0, dual_rule="pid", dual_init=0.0, dual_options={"kp": 0.05, "ki": 0.01, "kd": 0.0}),
-        30,
+        45,
     ),
     # The toy settings of tests/learning/test_mafocops_vs_macpo.py (Table 5's δ; λ and ν lr for the toy's scale).
     "MAFOCOPS": (dict(focops_lambda=1.0, nu_lr=0.3, kl_threshold=0.0125, reseed_each_iteration=True), 15),
@@ -43,7 +43,10 @@ CASES = {
 def test_both_costs_end_under_their_limits(algo):
     training, iterations = CASES[algo]
     history, evaluation = train_and_evaluate_on_toy(
-        get_config(algo).training(**SHARED, **training), iterations, env="SafeMAToy2Cost-v0"
+        # The fused runner: the same samples in every process (RLlib's runner order depends on PYTHONHASHSEED).
+        get_config(algo).training(**SHARED, **training).env_runners(env_runner_cls="fused"),
+        iterations,
+        env="SafeMAToy2Cost-v0",
     )
     costs = [(h["episode_cost_mean_0"], h["episode_cost_mean_1"]) for h in history]
     final = (evaluation["episode_cost_mean_0"], evaluation["episode_cost_mean_1"])
@@ -55,9 +58,9 @@ def test_both_costs_end_under_their_limits(algo):
     )
     assert costs[0][1] > LIMITS[1]  # the lead's cost started above its limit
     # The best safe policy lies on cost 0's limit, so the multipliers settle the policy on that boundary, where it
-    # keeps moving by a few percent from one iteration to the next (measured: 4.76 and 5.13 for MAPPO-Lagrangian in
-    # two runs of this test, 4.63 and 4.69 for MAFOCOPS). "Under the limit" is judged up to that 5 %, on the
-    # deterministic evaluation and on the last five training iterations alike; cost 1 must end clearly under.
+    # keeps moving by a few percent from one iteration to the next (deterministic evaluation, fused runner: 4.73 for
+    # MAPPO-Lagrangian after 45 iterations, 5.17 after 30; 4.02 for MAFOCOPS). "Under the limit" is judged up to 5 %,
+    # on the deterministic evaluation and on the last five training iterations alike; cost 1 must end clearly under.
     for k in (0, 1):
         assert final[k] <= LIMITS[k] * 1.05, (k, final)
         assert sum(c[k] for c in costs[-5:]) / 5 <= LIMITS[k] * 1.05, (k, costs[-5:])
