@@ -86,3 +86,9 @@ def test_mappo_lagrangian_starts_at_safepos_action_sigma():
     assert MAFOCOPSConfig().init_log_std == -0.5  # the FOCOPS code's, as the base's
     module = MAPPOLagrangianConfig().environment("SafeMAToy-v0").get_multi_rl_module_spec().build()["agent_0"]
     assert float(module.log_std[0]) == pytest.approx(math.log(0.365529), abs=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["abc", float("nan"), float("inf"), None, True])
+def test_init_log_std_must_be_a_finite_number_before_any_actor_starts(bad):
+    with pytest.raises(ValueError, match="`init_log_std` must be a finite number"):
+        MAPPOLagrangianConfig().environment("SafeMAToy-v0").training(init_log_std=bad).validate()

@@ -450,6 +450,9 @@ class SequentialConfig(PPOConfig):
             )
         if self.activation not in ("tanh", "relu", "elu", "silu"):
             raise ValueError(f"`activation` must be one of tanh, relu, elu, silu; got {self.activation!r}.")
+        log_std = self.init_log_std
+        if isinstance(log_std, bool) or not isinstance(log_std, (int, float)) or not math.isfinite(log_std):
+            raise ValueError(f"`init_log_std` must be a finite number, got {log_std!r}.")
         for name in ("actor_hiddens", "critic_hiddens"):
             value = getattr(self, name)
             if not (isinstance(value, (list, tuple)) and all(isinstance(h, int) and h > 0 for h in value)):
