@@ -57,6 +57,19 @@ def render_headless(script: str) -> None:
     pytest.skip("no headless OpenGL backend works here: " + "; ".join(gl_errors))
 
 
+#: The learning tests' settings for the toy task: SafePO-like epochs, 4 minibatches of a 1,000-step batch, small
+#: networks and step sizes large enough to learn in 15-45 iterations.
+TOY_LEARNING = dict(
+    train_batch_size_per_learner=1000,
+    minibatch_size=250,
+    num_epochs=5,
+    lr=3e-3,
+    critic_lr=3e-3,
+    actor_hiddens=[32, 32],
+    critic_hiddens=[32, 32],
+)
+
+
 def train_and_evaluate_on_toy(config, iterations, env="SafeMAToy-v0"):
     """Trains ``config`` on the toy task ``env`` (seed 0, local sampling, whole episodes), then evaluates the
     deterministic policy (the mean action) on 20 episodes; returns the per-iteration ``env_runners`` results and the

@@ -10,6 +10,7 @@ import pytest
 
 from rllib_safe.algorithms.mafocops import MAFOCOPSConfig
 from rllib_safe.envs.toy import analytic_optimum
+from tests.helpers import TOY_LEARNING
 
 pytestmark = [pytest.mark.learning, pytest.mark.usefixtures("ray_local")]
 
@@ -23,14 +24,8 @@ def test_mafocops_ends_under_the_cost_limit_on_the_toy_task():
         .environment("SafeMAToy-v0")
         .env_runners(num_env_runners=0, num_envs_per_env_runner=1, batch_mode="complete_episodes")
         .training(
+            **TOY_LEARNING,
             cost_limit=COST_LIMIT,
-            train_batch_size_per_learner=1000,
-            minibatch_size=250,
-            num_epochs=5,
-            lr=3e-3,
-            critic_lr=3e-3,
-            actor_hiddens=[32, 32],
-            critic_hiddens=[32, 32],
             # Table 5 values except: a larger ν step (the toy's episodes are 25 steps, 40 per iteration) and λ = 1.
             focops_lambda=1.0,
             nu_lr=0.1,

@@ -9,7 +9,7 @@ import pytest
 
 from rllib_safe.algorithms.registry import get_config
 from rllib_safe.envs.toy import analytic_optimum
-from tests.helpers import train_and_evaluate_on_toy
+from tests.helpers import TOY_LEARNING, train_and_evaluate_on_toy
 
 pytestmark = [pytest.mark.learning, pytest.mark.usefixtures("ray_local")]
 
@@ -19,14 +19,8 @@ BEST_SAFE_RETURN = 2 * analytic_optimum()["safe_reward"]  # two agents share the
 MIN_RETURN_FRACTION = 0.8
 
 TOY_TRAINING = dict(
-    train_batch_size_per_learner=1000,
-    minibatch_size=250,
-    num_epochs=5,
-    lr=3e-3,
-    critic_lr=3e-3,
+    **TOY_LEARNING,
     entropy_coeff=0.0,
-    actor_hiddens=[32, 32],
-    critic_hiddens=[32, 32],
     init_log_std=-0.5,  # σ_0 ≈ 0.61 for every algorithm here (MAPPO-L's own default is SafePO's 0.37, for MuJoCo)
 )
 

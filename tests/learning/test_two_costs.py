@@ -11,21 +11,15 @@ import pytest
 
 from rllib_safe.algorithms.registry import get_config
 from rllib_safe.envs.toy import TOY_2COST_LIMITS, analytic_optimum_two_costs
-from tests.helpers import train_and_evaluate_on_toy
+from tests.helpers import TOY_LEARNING, train_and_evaluate_on_toy
 
 pytestmark = [pytest.mark.learning, pytest.mark.usefixtures("ray_local")]
 
 LIMITS = list(TOY_2COST_LIMITS)  # [5.0, 2.5]
 BEST_SAFE_RETURN = analytic_optimum_two_costs()["safe_reward"]  # per agent
 SHARED = dict(
+    **TOY_LEARNING,
     cost_limit=LIMITS,
-    train_batch_size_per_learner=1000,
-    minibatch_size=250,
-    num_epochs=5,
-    lr=3e-3,
-    critic_lr=3e-3,
-    actor_hiddens=[32, 32],
-    critic_hiddens=[32, 32],
     init_log_std=-0.5,  # σ_0 ≈ 0.61 for both algorithms (MAPPO-L's own default is SafePO's 0.37, for MuJoCo)
 )
 CASES = {

@@ -59,7 +59,7 @@ from rllib_safe.algorithms.sequential.sequential import (
     check_unit,
     probe_env,
 )
-from rllib_safe.callbacks import SafeCostCallback, mean_episode_costs
+from rllib_safe.callbacks import SafeCostCallback
 from rllib_safe.core.columns import CRITIC_ID
 from rllib_safe.core.sac_modules import JointCriticsTorchRLModule, SquashedGaussianActorTorchRLModule
 from rllib_safe.utils.replay_buffers import JointReplayBuffer
@@ -424,11 +424,7 @@ class HASAC(SequentialAlgorithm):
             self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
         sampled = time.perf_counter()
         num_added = self.replay_buffer.add_episodes(episodes)
-        costs = mean_episode_costs(
-            self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=True), self._agent_ids, self._num_costs
-        )
-        self._last_episode_costs.update(costs)
-        self._fresh_episode_costs.update(costs)
+        self._fresh_episode_costs.update(self.measure_episode_costs())
 
         num_updates = 0
         lifetime = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)

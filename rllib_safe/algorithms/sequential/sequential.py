@@ -563,6 +563,19 @@ class SequentialAlgorithm(Algorithm):
 
         self.env_runner_group.foreach_env_runner(reseed, local_env_runner=True)
 
+    def measure_episode_costs(self) -> dict[str, np.ndarray]:
+        """This iteration's exact mean episode cost J_c per agent (sum / count over all EnvRunners).
+
+        Only the agents that finished an episode in the iteration are in the result: only these fresh measurements
+        move a dual. They also update the last known values (``_last_episode_costs``), which go along for logging
+        (and for MACPO's step, which, like the MACPO code, uses the last known J_c).
+        """
+        fresh = mean_episode_costs(
+            self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=True), self._agent_ids, self._num_costs
+        )
+        self._last_episode_costs.update(fresh)
+        return fresh
+
     def training_step(self) -> None:
         """One iteration of the DESIGN.md data flow."""
         if self.config.reseed_each_iteration:
@@ -575,13 +588,7 @@ class SequentialAlgorithm(Algorithm):
             self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
         sampled = time.perf_counter()
-        # Exact mean episode cost of this iteration (sum / count over all EnvRunners), for the agents that finished
-        # an episode in it: only these fresh measurements move a dual. The last known values go along for logging
-        # (and for MACPO's step, which, like the MACPO code, uses the last known J_c).
-        fresh = mean_episode_costs(
-            self.metrics.peek(ENV_RUNNER_RESULTS, default={}, compile=True), self._agent_ids, self._num_costs
-        )
-        self._last_episode_costs.update(fresh)
+        fresh = self.measure_episode_costs()
         agent_order = self.draw_agent_order()
 
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):

@@ -54,6 +54,15 @@ class SafeLearner(Learner):
             aid: make_dual(self.config.dual_rule, **self.config.dual_kwargs(self.num_costs)) for aid in self.agent_ids
         }
 
+    def remember_episode_costs(self, fresh: dict[str, Any], last: dict[str, Any] | None) -> None:
+        """Sets :attr:`known_episode_costs`: the last known J_c of every agent (``last``), the fresh ones on top.
+
+        Args:
+            fresh: J_c measured since the previous update (the agents whose episodes ended).
+            last: The last known J_c of every agent measured so far, or None (then the fresh ones only).
+        """
+        self.known_episode_costs = {**(last if last is not None else {}), **fresh}
+
     def update_dual(self, module_id: str, episode_cost: Any) -> bool:
         """Updates agent ``module_id``'s multipliers from a fresh exact mean episode cost J_c.
 

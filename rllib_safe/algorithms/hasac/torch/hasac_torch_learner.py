@@ -193,7 +193,7 @@ class HASACTorchLearner(SafeLearner, TorchLearner):
         self.before_gradient_based_update(timesteps=timesteps or {})
         self._weights_seq_no += 1
         episode_costs = episode_costs or {}  # fresh J_c, measured since the last call: the duals step on these
-        self.known_episode_costs.update(last_episode_costs or episode_costs)
+        self.remember_episode_costs(episode_costs, last_episode_costs)
         dual_updated = self.update_duals_for_iteration(episode_costs)
         size = rows // num_updates
         stats: dict[tuple[str, str], torch.Tensor] = defaultdict(lambda: torch.zeros((), device=self._device))

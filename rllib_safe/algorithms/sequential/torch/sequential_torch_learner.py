@@ -110,7 +110,7 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
             raise ValueError(f"agent_order {agent_order} is not a permutation of the agents {self.agent_ids}.")
         self.last_agent_order = agent_order
         fresh = episode_costs or {}
-        self.known_episode_costs = {**(last_episode_costs if last_episode_costs is not None else {}), **fresh}
+        self.remember_episode_costs(fresh, last_episode_costs)
         factor = torch.ones(n, device=self._device)
         self._minibatch_dual_steps: dict[str, int] = {}
         for module_id in agent_order:
