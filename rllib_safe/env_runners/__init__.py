@@ -1,8 +1,9 @@
 """EnvRunners of rllib_safe: the lock-step multi-agent runner that samples at the simulator's speed.
 
 Select a runner with ``config.env_runners(env_runner_cls=...)``; :func:`env_runner_class` resolves the names
-``"lockstep"`` (:class:`LockstepMultiAgentEnvRunner`, the default of rllib_safe's on-policy configs), ``"fused"``
-(:class:`FusedLockstepEnvRunner`) and ``"stock"`` (RLlib's ``MultiAgentEnvRunner``), as accepted by the configs'
+``"fused"`` (:class:`FusedLockstepEnvRunner`, the default of rllib_safe's on-policy configs: the fastest, and its
+actions for a seed do not depend on ``PYTHONHASHSEED``), ``"lockstep"`` (:class:`LockstepMultiAgentEnvRunner`: bitwise
+RLlib's episodes within a process) and ``"stock"`` (RLlib's ``MultiAgentEnvRunner``), as accepted by the configs'
 ``env_runner_cls`` field and ``--config``.
 """
 

@@ -22,15 +22,17 @@ keeps the stock runner's schedule (an env that finished sits out the next vector
 drawing the modules' actions from torch's RNG, and the seeding of ``reset`` (``_seed`` on the first reset after
 ``_needs_initial_reset``, which ``SequentialAlgorithm.reseed_env_runners`` sets).
 
-:class:`FusedLockstepEnvRunner` also runs the agents whose actors have
-the same layers as one stacked batch in numpy: the per-step cost of the policy no longer grows with the number of
+:class:`FusedLockstepEnvRunner` (the default of rllib_safe's on-policy configs) also runs the agents whose actors
+have the same layers as one stacked batch in numpy: the per-step cost of the policy no longer grows with the number of
 agents. Same episodes in layout and distribution, not bitwise (see
-:class:`~rllib_safe.env_runners.actions.FusedPolicy`).
+:class:`~rllib_safe.env_runners.actions.FusedPolicy`), and reproducible across processes: RLlib's runner (and so the
+bitwise lock-step runner) draws the agents' actions in the order of a Python set, which ``PYTHONHASHSEED`` changes
+from one process to the next; the fused runner draws them in the env's order of agents.
 
 How to use them::
 
-    config.env_runners(env_runner_cls=LockstepMultiAgentEnvRunner)    # rllib_safe's on-policy configs: the default
-    config.env_runners(env_runner_cls=FusedLockstepEnvRunner)         # agents with equal actors in one batch
+    config.env_runners(env_runner_cls=FusedLockstepEnvRunner)         # rllib_safe's on-policy configs: the default
+    config.env_runners(env_runner_cls=LockstepMultiAgentEnvRunner)    # bitwise RLlib's episodes
     config.env_runners(env_runner_cls=MultiAgentEnvRunner)            # RLlib's stock runner
 
 Limits (checked by :func:`check_lockstep_config` and at run time, each with a ``ValueError`` that names the fallback):

@@ -1,6 +1,10 @@
 """The lock-step EnvRunner returns what RLlib's MultiAgentEnvRunner returns: the same episodes (bitwise, with the
 same seeds), callbacks, metrics and state; it refuses what it cannot do; algorithms train through it."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -318,21 +322,70 @@ def test_unsupported_settings_fail_in_validate_naming_the_field(change, field):
 
 
 def test_the_stock_runner_stays_selectable():
-    assert small_config("MAPPO").env_runner_cls is LockstepMultiAgentEnvRunner
+    assert small_config("MAPPO").env_runner_cls is FusedLockstepEnvRunner  # the default
     config = small_config("MAPPO")
     config.env_runner_cls = "stock"  # what `--config env_runner_cls=stock` sets
     config.validate()
     assert config.env_runner_cls is MultiAgentEnvRunner is env_runner_class("stock")
 
 
+#: Samples 20 steps of the toy with each runner class given on the command line; prints one digest of every agent's
+#: actions per runner.
+_HASH_SEED_PROBE = """
+import hashlib, sys
+import numpy as np
+from rllib_safe.algorithms.registry import get_config
+for name in sys.argv[1:]:
+    config = (
+        get_config("MAPPOLagrangian").environment("SafeMAToy-v0")
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=2, env_runner_cls=name).debugging(seed=3)
+    )
+    config.validate()
+    runner = config.env_runner_cls(config=config)
+    digest = hashlib.sha256()
+    for episode in runner.sample(num_timesteps=20):
+        for aid in sorted(episode.agent_episodes):
+            digest.update(np.ascontiguousarray(episode.agent_episodes[aid].get_actions()).tobytes())
+    runner.stop()
+    print(name, digest.hexdigest())
+"""
+
+
+def test_the_default_runner_samples_the_same_actions_whatever_the_hash_seed():
+    """A seed fixes the default runner's actions in every process; RLlib's runner draws the agents' actions in the
+    order of a Python set, so its actions change with ``PYTHONHASHSEED`` (which makes this test able to fail)."""
+    digests = {}
+    for hash_seed in ("1", "2", "3", "4"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", _HASH_SEED_PROBE, "fused", "stock"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        digests[hash_seed] = dict(
+            line.split() for line in proc.stdout.splitlines() if line.startswith(("fused", "stock"))
+        )
+    assert len({d["stock"] for d in digests.values()}) > 1, "RLlib's runner no longer depends on the hash seed"
+    assert len({d["fused"] for d in digests.values()}) == 1, digests
+
+
 @pytest.mark.usefixtures("ray_local")
-def test_training_with_remote_lockstep_runners_and_evaluation():
-    """Remote runners (weights synced each iteration), RLlib's metrics and cost sums, ``explore=False`` evaluation."""
+@pytest.mark.parametrize(
+    ("name", "cls"), [(None, "FusedLockstepEnvRunner"), ("lockstep", "LockstepMultiAgentEnvRunner")]
+)
+def test_training_with_remote_lockstep_runners_and_evaluation(name, cls):
+    """Remote runners (weights synced each iteration), RLlib's metrics and cost sums, ``explore=False`` evaluation;
+    the default runner (None) and the bitwise one."""
     config = (
         small_config("MAPPOLagrangian", env="Safety2x4AntVelocity-v0", steps=40, batch=160)
         .env_runners(num_env_runners=1, num_envs_per_env_runner=2)
         .evaluation(evaluation_interval=1, evaluation_duration=2, evaluation_num_env_runners=0)
     )
+    if name is not None:
+        config.env_runners(env_runner_cls=name)
     algo = config.build_algo()
     try:
         first = algo.train()
@@ -341,7 +394,7 @@ def test_training_with_remote_lockstep_runners_and_evaluation():
     finally:
         algo.stop()
     env = result["env_runners"]
-    assert runners == ["LockstepMultiAgentEnvRunner"]
+    assert runners == [cls]
     assert env["num_env_steps_sampled_lifetime"] >= 320 > first["env_runners"]["num_env_steps_sampled_lifetime"]
     assert env["num_episodes"] >= 1 and env["episode_len_mean"] <= 40
     assert env["episode_cost_count"]["agent_0"] == env["num_episodes"]
