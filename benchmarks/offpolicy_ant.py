@@ -5,7 +5,8 @@ violations. This script runs, seed 0, ``--steps`` env steps each (default 300 00
 
 1. HASAC (unconstrained), which sets the binding limit: half of HASAC's mean episode cost over its last
    ``--tail-episodes`` training episodes (the paper's sensitivity studies set bounds relative to the unconstrained
-   cost in this way); ``--cost-limit`` fixes it instead;
+   cost in this way), or the task's own limit if HASAC's cost was 0 (no limit binds then); ``--cost-limit`` fixes
+   it instead;
 2. ConstrainedHASAC, WCMASAC and MAPPOLagrangian with that limit.
 
 The off-policy three run with HARL's tuned HASAC config for Ant 2x4 (:data:`HARL_ANT_2X4`; ``--preset defaults``
@@ -119,6 +120,25 @@ def run_one(
     }
 
 
+def binding_limit(hasac_cost: float, env_name: str) -> float:
+    """Half of HASAC's episode cost, or the task's own limit when HASAC had no cost.
+
+    Without cost no limit binds, and with a limit of 0 the constrained algorithms' multipliers would climb on the
+    estimation noise of their cost critics alone.
+    """
+    if hasac_cost > 0:
+        limit = hasac_cost / 2
+        print(f"binding limit: half of HASAC's episode cost {hasac_cost:.2f} -> {limit:.2f}", flush=True)
+        return limit
+    from rllib_safe.envs import make
+
+    env = make(env_name)
+    limit = float(np.max(env.cost_limit))
+    env.close()
+    print(f"HASAC's episode cost is 0: no limit binds at this budget; the task's limit {limit:g} instead", flush=True)
+    return limit
+
+
 def _items(series: Any) -> list[float]:
     """The items of an item series as RLlib returns it: a list, or NaN when no episode ended this iteration."""
     if series is None or (np.isscalar(series) and np.isnan(series)):
@@ -188,8 +208,7 @@ def main() -> None:
     if limit is None:
         hasac = run("HASAC", 25.0)
         rows.append(hasac)
-        limit = hasac["cost"] / 2
-        print(f"binding limit: half of HASAC's episode cost {hasac['cost']:.2f} -> {limit:.2f}", flush=True)
+        limit = binding_limit(hasac["cost"], args.env)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each run is its own process with its own Ray
         rows += list(pool.map(lambda name: run(name, limit), args.algos))
 

@@ -8,7 +8,8 @@ Runners:
 
 * ``stock``: RLlib's ``MultiAgentEnvRunner``;
 * ``lockstep``: :class:`rllib_safe.env_runners.LockstepMultiAgentEnvRunner` (bitwise the stock runner's episodes);
-* ``fused``: :class:`rllib_safe.env_runners.FusedLockstepEnvRunner` (agents with equal actor layers in one batch).
+* ``fused``: :class:`rllib_safe.env_runners.FusedLockstepEnvRunner` (agents with equal actor layers in one batch;
+  the on-policy default).
 
 The process is pinned to one core with one torch thread. Each (task, N) is measured in ``--rounds`` rounds that
 interleave raw and runners, and the best round counts, so that a busy machine slows all of them alike; the table
