@@ -14,7 +14,8 @@ for their defaults), MAPPO-Lagrangian with the package's defaults; 2 EnvRunners 
 with one torch thread. Reported per algorithm, from its last ``--tail-episodes`` training episodes (the stochastic
 policy that is being trained, as the paper's curves): mean episode return (the team reward once: RLlib's summed
 return divided by the number of agents), mean episode cost, episode-cost p90 and the fraction of episodes over the
-limit; plus wall time. Per-iteration rows go to ``--out`` as JSON lines.
+limit; plus wall time. Per-iteration rows (the package's progress rows: team return, costs, λ and α per agent,
+critic losses, CVaR_ω, buffer size) go to ``--out`` as JSON lines.
 
 How to run (hours on 2 shared cores)::
 
@@ -62,6 +63,7 @@ def run_one(
 
     import rllib_safe
     from rllib_safe.algorithms.registry import get_config
+    from rllib_safe.studies.progress import flatten_result
 
     torch.set_num_threads(1)
     for attempt in range(3):  # a loaded machine can time out Ray's start
@@ -94,14 +96,8 @@ def run_one(
             returns += _items(env.get("episode_record_returns"))
             costs += _items(env.get("episode_record_costs"))
             lifetime = env.get("num_env_steps_sampled_lifetime", 0)
-            row = {
-                "algo": name,
-                "iteration": result["training_iteration"],
-                "env_steps": lifetime,
-                "episode_return_mean": env.get("episode_return_mean"),
-                "episode_cost_mean": env.get("episode_cost_mean"),
-                "seconds": time.time() - start,
-            }
+            # The package's progress row: team return, costs, λ / α per agent, Q and cost losses, CVaR_ω, buffer.
+            row = {"algo": name, **flatten_result(result), "seconds": time.time() - start}
             log.write(json.dumps(row) + "\n")
             log.flush()
             if lifetime >= steps:
