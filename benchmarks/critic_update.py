@@ -15,6 +15,8 @@ How to run::
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import numpy as np
 import ray
@@ -23,16 +25,14 @@ import rllib_safe
 from rllib_safe.algorithms.mafocops import MAFOCOPSConfig
 from rllib_safe.core.columns import CRITIC_ID
 
-#: The toy settings of tests/learning/test_mafocops_vs_macpo.py (Table 5's δ; λ and ν lr for the toy's cost scale).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers import TOY_LEARNING  # noqa: E402
+
+#: The toy settings of tests/learning/test_mafocops_vs_macpo.py: the learning tests' toy settings
+#: (``tests/helpers.TOY_LEARNING``) plus Table 5's δ and the λ and ν lr for the toy's cost scale.
 TOY = dict(
     cost_limit=5.0,
-    train_batch_size_per_learner=1000,
-    minibatch_size=250,
-    num_epochs=5,
-    lr=3e-3,
-    critic_lr=3e-3,
-    actor_hiddens=[32, 32],
-    critic_hiddens=[32, 32],
+    **TOY_LEARNING,
     focops_lambda=1.0,
     nu_lr=0.3,
     kl_threshold=0.0125,
