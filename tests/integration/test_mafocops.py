@@ -35,8 +35,23 @@ def small_config(**training):
     )
 
 
-def test_one_iteration_trains_logs_and_moves_nu_by_eq10():
-    algo = small_config(cost_limit=3.0, nu_init=0.5, nu_lr=0.01).build_algo()
+def eq10_by_hand(nu: float, lr: float, limit: float, episode_cost: float, steps: int, nu_max: float = 1.3) -> float:
+    """``steps`` applications of Eq. 10, ν ← clip(ν − α(b − J_c), 0, ν_max), all with the same J_c."""
+    for _ in range(steps):
+        nu = min(max(nu - lr * (limit - episode_cost), 0.0), nu_max)
+    return nu
+
+
+@pytest.mark.parametrize("nu_schedule", ["per_iteration", "per_minibatch"])
+def test_one_iteration_trains_logs_and_moves_nu_by_eq10(nu_schedule):
+    """ "per_iteration": ν takes one Eq. 10 step before the agent's epochs. "per_minibatch" (the default): one step
+    after each minibatch step the agent took (3 per epoch: 204 rows in minibatches of 100), all with the iteration's
+    J_c. With b = 3 and α = 0.01 the steps are small enough that ν stays inside (0, 1.3)."""
+    config = small_config(cost_limit=3.0, nu_init=0.5, nu_lr=0.01)
+    if nu_schedule == "per_iteration":
+        config.training(nu_schedule="per_iteration")
+    assert config.dual_schedule == nu_schedule  # nu_schedule and dual_schedule are one field
+    algo = config.build_algo()
     learner = algo.learner_group._learner
     batches = {}
     original = learner.update_agent
@@ -57,8 +72,11 @@ def test_one_iteration_trains_logs_and_moves_nu_by_eq10():
             for key in ("policy_loss", "kl_term", "advantage_term"):
                 assert np.isfinite(stats[key]), key
             assert 1 <= stats["epochs_trained"] <= 3
-            # Eq. 10, once, before the agent's update: ν = clip(ν_0 − α(b − J_c), 0, ν_max).
-            expected = min(max(0.5 - 0.01 * (3.0 - stats["episode_cost"]), 0.0), 1.3)
+            # Eq. 10: once before the agent's update, or once per minibatch step it took.
+            steps = 1 if nu_schedule == "per_iteration" else 3 * int(stats["epochs_trained"])
+            assert learner.duals[aid].num_steps == steps and stats["dual_updated"] == 1
+            expected = eq10_by_hand(0.5, 0.01, 3.0, stats["episode_cost"], steps)
+            assert 0.0 < expected < 1.3 and expected != 0.5
             assert stats["nu"] == pytest.approx(expected, abs=1e-12)
             # The logged KL and acceptance at the stop, recomputed from the agent's final policy on its batch.
             batch, module = batches[aid], learner.module[aid].unwrapped()
@@ -73,6 +91,27 @@ def test_one_iteration_trains_logs_and_moves_nu_by_eq10():
     finally:
         del learner.update_agent
         algo.stop()
+
+
+def test_per_minibatch_nu_moves_only_on_a_fresh_measurement():
+    """An update with no fresh J_c (no episode of the agent ended) leaves ν where it is, though every minibatch step
+    runs and a last known J_c exists; the next fresh J_c moves ν by Eq. 10 once per minibatch step (here the
+    episode cost 12 is far above b = 3: up by 0.01·9 per step, 2 epochs × 1 minibatch)."""
+    algo = small_config(cost_limit=3.0, nu_init=0.5, nu_lr=0.01, kl_threshold=10.0).build_algo()
+    try:
+        learner = algo.learner_group._learner
+        episodes = algo.env_runner.sample(num_timesteps=200, random_actions=False)
+        stale = {aid: [12.0] for aid in AGENTS}
+        schedule = {"num_epochs": 2, "minibatch_size": 10**4}
+        learner.update(episodes=episodes, episode_costs={}, last_episode_costs=stale, **schedule)
+        assert {aid: dual.value for aid, dual in learner.duals.items()} == dict.fromkeys(AGENTS, 0.5)
+        assert all(dual.num_steps == 0 for dual in learner.duals.values())
+        learner.update(episodes=episodes, episode_costs=stale, **schedule)
+        values = {aid: dual.value for aid, dual in learner.duals.items()}
+        assert all(dual.num_steps == 2 for dual in learner.duals.values())
+    finally:
+        algo.stop()
+    assert values == pytest.approx(dict.fromkeys(AGENTS, 0.5 + 2 * 0.01 * 9.0), abs=1e-12)
 
 
 def test_early_stop_on_mean_kl_of_new_from_old():

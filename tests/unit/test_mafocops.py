@@ -308,6 +308,8 @@ def test_base_names_are_aliases_of_the_mafocops_fields():
         ("nu_init", True),
         ("nu_max", float("nan")),
         ("nu_max", -1.0),
+        ("nu_schedule", "per_epoch"),
+        ("nu_schedule", None),
     ],
 )
 def test_bad_values_raise_naming_the_field(field, bad):
@@ -338,3 +340,19 @@ def test_macpo_code_base_preset_is_its_learning_rates_and_initial_sigma():
     assert math.exp(c.init_log_std) == pytest.approx(0.5 * 0.7310585786, abs=1e-10)
     assert c.kl_threshold == 0.0125  # Table 5's column stays
     assert (MAFOCOPSConfig().lr, MAFOCOPSConfig().critic_lr, MAFOCOPSConfig().init_log_std) == (5e-4, 5e-4, -0.5)
+
+
+def test_nu_steps_per_minibatch_by_default_and_the_literal_reading_is_selectable():
+    """MAFOCOPS' ν steps after every minibatch (issue 13); ``nu_schedule="per_iteration"`` is Algorithm 1 line 9
+    read literally. The base (MAPPO-L and the others) keeps one step per iteration; a wrong value names the field."""
+    from rllib_safe.algorithms.mappo_lagrangian import MAPPOLagrangianConfig
+
+    c = MAFOCOPSConfig()
+    assert c.nu_schedule == c.dual_schedule == "per_minibatch"
+    c.training(nu_schedule="per_iteration")
+    assert c.dual_schedule == "per_iteration"
+    assert MAFOCOPSConfig.from_dict(c.to_dict()).nu_schedule == "per_iteration"
+    assert MAFOCOPSConfig.from_state(c.get_state()).nu_schedule == "per_iteration"
+    assert MAPPOLagrangianConfig().dual_schedule == "per_iteration"
+    with pytest.raises(ValueError, match="`dual_schedule`.*per_minibatch"):
+        MAPPOLagrangianConfig().training(dual_schedule="sometimes")._validate_safe_fields()

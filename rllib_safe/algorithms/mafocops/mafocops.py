@@ -8,7 +8,9 @@ Sequential (HAPPO-style) per-agent FOCOPS updates, Algorithm 1 (Appendix E) of t
 2. draw a random agent permutation i_1..i_n (line 6);
 3. for each agent i_h in turn (lines 8-20):
 
-   * ν ← proj_[0, ν_max][ν − α(b − J_c)] from the agent's J_c, *before* its policy update (Eq. 10, line 9);
+   * ν ← proj_[0, ν_max][ν − α(b − J_c)] from the agent's J_c (Eq. 10, line 9); by default after every minibatch
+     step of the agent's epochs (``nu_schedule="per_minibatch"``), literally once before them with
+     ``nu_schedule="per_iteration"`` (see :class:`MAFOCOPSConfig` for why);
    * K epochs of minibatch steps on the loss whose gradient is Eq. 11 (line 13), with η̂ = M^{i_1:h}·Â
      (the HAPPO factor of the agents already updated times the joint reward advantage) and the agent's own Â_c;
    * stop the agent's epochs once the mean KL(π_θ‖π_θk) over its batch exceeds δ (Sec. 4.3 "early stopping
@@ -28,7 +30,12 @@ from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import NotProvided
 
-from rllib_safe.algorithms.sequential.sequential import SAFEPO_INIT_LOG_STD, SequentialAlgorithm, SequentialConfig
+from rllib_safe.algorithms.sequential.sequential import (
+    DUAL_SCHEDULES,
+    SAFEPO_INIT_LOG_STD,
+    SequentialAlgorithm,
+    SequentialConfig,
+)
 
 #: Table 5 of the paper (Appendix J), one column per benchmark. "update numbers" is the number of epochs K
 #: (Algorithm 1 "number of updates K"), "minibatch size" is B (Algorithm 1 "minibatch size B").
@@ -85,7 +92,23 @@ class MAFOCOPSConfig(SequentialConfig):
       ν_max and step size α of the cost multiplier ν (Eq. 10). Same fields as the base's ``dual_init``,
       ``dual_max``, ``dual_lr``; ``dual_rule`` stays selectable and defaults to ``"projected_gradient"`` (Eq. 10).
       One ν per agent and per cost index (Algorithm 1 line 9), updated from the agent's exact mean episode cost.
+    * ``nu_schedule`` ("per_minibatch"; same field as the base's ``dual_schedule``): when Eq. 10 steps. J_c is in
+      the units of Algorithm 1 line 4, the undiscounted mean episode cost of the iteration. "per_minibatch": after
+      every minibatch step of the agent's K epochs, each step with the iteration's J_c, so ν moves by up to
+      ``nu_lr``·K·⌈N/B⌉·(J_c − b) per iteration (N the agent's rows, B ``minibatch_size``). "per_iteration": once,
+      before the agent's epochs, the literal reading of Algorithm 1 line 9.
     * ``cost_limit``: the safety bound b (per agent and per cost index; a scalar is broadcast), from the base.
+
+    Why ν steps per minibatch by default. Table 5's ν lr 5e-5 is a step size whose schedule the paper does not
+    give. Read literally (one step per iteration, J_c in episode-cost units), ν cannot enforce the bound: it moves
+    by 5e-5 per unit of cost overshoot per iteration. On SafeAnt2x4-v0 (limit 50) the cost ran at 2–6× the limit
+    from 280k steps on while ν had reached only 0.036 at 400k (issue 13); to reach 0.5 it would need a summed
+    overshoot of 10,000 cost units. The paper's implementation is the MACPO code base (Appendix J: "most
+    hyperparameters remain consistent"). That code steps its Lagrange multiplier (MAPPO-L's λ) after every
+    minibatch of the policy's epochs, with rates of 1e-5 to 1e-7; a rate of that size only makes sense per
+    minibatch. With Table 5's B = 256 and K = 5 and our 10,000-step iteration, the per-minibatch schedule gives
+    at most 5e-5·5·40 = 0.01 per unit of overshoot per iteration: FOCOPS' own once-per-iteration ν lr (0.01,
+    Zhang et al. 2020, reference notes B6). KL early stopping cuts it when the agent's epochs stop early.
 
     Defaults and their sources:
 
@@ -115,6 +138,7 @@ class MAFOCOPSConfig(SequentialConfig):
     dual_lr = _alias("nu_lr", "The base's name of α (ν's step size): the same field as nu_lr.")
     dual_init = _alias("nu_init", "The base's name of ν's initial value: the same field as nu_init.")
     dual_max = _alias("nu_max", "The base's name of ν_max: the same field as nu_max.")
+    nu_schedule = _alias("dual_schedule", "When Eq. 10 steps: the same field as the base's dual_schedule.")
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or MAFOCOPS)
@@ -123,6 +147,7 @@ class MAFOCOPSConfig(SequentialConfig):
         self.critic_update = "with_each_agent"
         self.entropy_coeff = 0.0
         self.dual_rule = "projected_gradient"
+        self.dual_schedule = "per_minibatch"
         self.nu_init = 0.0
         self.focops_lambda = 2.2
         for key, value in PRESETS["safe_mamujoco"].items():
@@ -136,6 +161,7 @@ class MAFOCOPSConfig(SequentialConfig):
         nu_init: float = NotProvided,
         nu_max: float = NotProvided,
         nu_lr: float = NotProvided,
+        nu_schedule: str = NotProvided,
         **kwargs: Any,
     ) -> MAFOCOPSConfig:
         """Sets the MAFOCOPS fields (class docstring); the base's and PPO's options pass through ``kwargs``.
@@ -146,6 +172,7 @@ class MAFOCOPSConfig(SequentialConfig):
             nu_init: Initial ν in [0, nu_max].
             nu_max: Upper bound ν_max >= nu_init (``float("inf")`` for none).
             nu_lr: Step size α >= 0 of Eq. 10.
+            nu_schedule: "per_minibatch" (default) or "per_iteration" (the literal reading of Algorithm 1 line 9).
             **kwargs: Options of :meth:`SequentialConfig.training` (``cost_limit``, ``num_epochs``,
                 ``minibatch_size``, ``lr``, ...).
 
@@ -154,7 +181,12 @@ class MAFOCOPSConfig(SequentialConfig):
         """
         super().training(**kwargs)
         for key, value in dict(
-            focops_lambda=focops_lambda, kl_threshold=kl_threshold, nu_init=nu_init, nu_max=nu_max, nu_lr=nu_lr
+            focops_lambda=focops_lambda,
+            kl_threshold=kl_threshold,
+            nu_init=nu_init,
+            nu_max=nu_max,
+            nu_lr=nu_lr,
+            nu_schedule=nu_schedule,
         ).items():
             if value is not NotProvided:
                 setattr(self, key, value)
@@ -200,6 +232,8 @@ class MAFOCOPSConfig(SequentialConfig):
         number("nu_lr", 0.0)
         nu_init = number("nu_init", 0.0)
         number("nu_max", nu_init, allow_inf=True)
+        if self.nu_schedule not in DUAL_SCHEDULES:
+            raise ValueError(f"`nu_schedule` must be one of {list(DUAL_SCHEDULES)}, got {self.nu_schedule!r}.")
         super()._validate_safe_fields()
 
     def get_default_learner_class(self) -> type:

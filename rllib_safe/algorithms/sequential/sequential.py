@@ -180,6 +180,10 @@ def check_unit(config: Any, name: str) -> None:
         raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
 
 
+#: When the per-iteration dual rules step (``dual_schedule``; see :class:`SequentialConfig`).
+DUAL_SCHEDULES = ("per_iteration", "per_minibatch")
+
+
 def check_dual_fields(config: Any) -> None:
     """Checks the ``dual_*`` fields of a config with Lagrange multipliers (``dual_kwargs`` builds the rule)."""
     if not (isinstance(config.dual_max, (int, float)) and config.dual_max >= config.dual_init):
@@ -233,6 +237,13 @@ class SequentialConfig(PPOConfig):
       :mod:`rllib_safe.duals`). Rules "projected_gradient", "adam" and "pid" move once per fresh measurement of
       J_c; "macpo" steps after every minibatch of the agent's epochs with that minibatch's ``mean(r·Â_c)`` and the
       last known J_c (the MACPO code; its ``constraint_scale`` defaults to ``1 − gamma``).
+    * ``dual_schedule`` ("per_iteration"): when the rules "projected_gradient", "adam" and "pid" step.
+      "per_iteration": once per agent and fresh J_c, before the agent's epochs (MAFOCOPS Eq. 10 / Algorithm 1
+      line 9 read literally; OmniSafe, SafePO, FOCOPS). "per_minibatch": after every minibatch step of the agent's
+      epochs, each step with the iteration's fresh J_c (none when no episode of the agent ended), i.e. the
+      MACPO code base's schedule of its Lagrange multiplier; the multiplier then moves
+      ``dual_lr·(J_c − d)`` × (the agent's minibatch steps, at most ``num_epochs``·⌈N/``minibatch_size``⌉) per
+      iteration. The "macpo" rule always steps per minibatch.
     * ``reseed_each_iteration`` (False): start every iteration's sampling from fresh episodes whose env seeds and
       action-sampling RNGs derive from ``(seed, iteration, EnvRunner)``. Then checkpoint → restore → train gives
       exactly the numbers of an uninterrupted run. Use it with ``env_runners(batch_mode="complete_episodes")`` so
@@ -308,6 +319,7 @@ class SequentialConfig(PPOConfig):
         self.dual_init = 0.001
         self.dual_max = float("inf")
         self.dual_options = {}
+        self.dual_schedule = "per_iteration"
         self.reseed_each_iteration = False
         self.lost_env_runners_timeout_s = 600.0
 
@@ -348,6 +360,7 @@ class SequentialConfig(PPOConfig):
         dual_init: float = NotProvided,
         dual_max: float = NotProvided,
         dual_options: dict = NotProvided,
+        dual_schedule: str = NotProvided,
         reseed_each_iteration: bool = NotProvided,
         **kwargs: Any,
     ) -> SequentialConfig:
@@ -375,6 +388,7 @@ class SequentialConfig(PPOConfig):
             dual_init=dual_init,
             dual_max=dual_max,
             dual_options=dual_options,
+            dual_schedule=dual_schedule,
             reseed_each_iteration=reseed_each_iteration,
         ).items():
             if value is not NotProvided:
@@ -470,6 +484,8 @@ class SequentialConfig(PPOConfig):
         if self.target_kl is not None:
             positive("target_kl")
         check_dual_fields(self)
+        if self.dual_schedule not in DUAL_SCHEDULES:
+            raise ValueError(f"`dual_schedule` must be one of {list(DUAL_SCHEDULES)}, got {self.dual_schedule!r}.")
 
     def dual_kwargs(self, num_costs: int) -> dict[str, Any]:
         """Constructor arguments of :func:`rllib_safe.duals.make_dual` from the ``dual_*`` fields."""

@@ -43,6 +43,8 @@ class SafeLearner(Learner):
         self.duals: dict[str, DualVariable] = self.make_duals()
         #: The last known J_c of every agent measured so far (set by each ``update``; read by hooks and logging).
         self.known_episode_costs: dict[str, Any] = {}
+        #: The J_c measured in the current update only (no entry for an agent none of whose episodes ended).
+        self._fresh_episode_costs: dict[str, Any] = {}
 
     def make_duals(self) -> dict[str, DualVariable]:
         """The dual variables of the algorithm, one per agent with m entries; none in the unconstrained base."""
@@ -75,10 +77,18 @@ class SafeLearner(Learner):
             Whether the multipliers moved.
         """
         dual = self.duals.get(module_id)
-        if dual is None or episode_cost is None or dual.per_minibatch:  # per-minibatch rules step in the epochs
-            return False
+        if dual is None or episode_cost is None or self.steps_dual_per_minibatch(module_id):
+            return False  # per-minibatch duals step in the epochs
         dual.update(np.asarray(episode_cost, dtype=np.float64), self.cost_limits[module_id])
         return True
+
+    def steps_dual_per_minibatch(self, module_id: str) -> bool:
+        """Whether agent ``module_id``'s dual steps after every minibatch rather than once before its epochs.
+
+        True for the "macpo" rule and for ``dual_schedule="per_minibatch"``.
+        """
+        dual = self.duals.get(module_id)
+        return dual is not None and (dual.per_minibatch or self.config.dual_schedule == "per_minibatch")
 
     def dual_value(self, module_id: str) -> np.ndarray:
         """The current multipliers of an agent as a length-m array (zeros without duals)."""

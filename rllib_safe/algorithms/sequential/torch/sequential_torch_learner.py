@@ -110,6 +110,7 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
             raise ValueError(f"agent_order {agent_order} is not a permutation of the agents {self.agent_ids}.")
         self.last_agent_order = agent_order
         fresh = episode_costs or {}
+        self._fresh_episode_costs = fresh
         self.remember_episode_costs(fresh, last_episode_costs)
         factor = torch.ones(n, device=self._device)
         self._minibatch_dual_steps: dict[str, int] = {}
@@ -197,16 +198,14 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
                 perm = torch.randperm(n, generator=generator).to(self._device)
             index = perm[pass_position * minibatch_size : (pass_position + 1) * minibatch_size]
             minibatch = {k: v[index] for k, v in tensors.items()}
-            cost_surrogate = self.cost_surrogate(module_id, minibatch) if minibatch_dual else None
+            surrogate_dual = minibatch_dual and self.duals[module_id].per_minibatch
+            cost_surrogate = self.cost_surrogate(module_id, minibatch) if surrogate_dual else None
             update = {module_id: minibatch}
             if critic_tensors:
                 update[CRITIC_ID] = {k: v[index] for k, v in critic_tensors.items()}
             self._update(update)
             if minibatch_dual:  # after the actor's step, as the MACPO code
-                self.duals[module_id].update(
-                    self.known_episode_costs[module_id], self.cost_limits[module_id], cost_surrogate=cost_surrogate
-                )
-                self._minibatch_dual_steps[module_id] = self._minibatch_dual_steps.get(module_id, 0) + 1
+                self._step_minibatch_dual(module_id, cost_surrogate)
             if (step + 1) % steps_per_epoch == 0:
                 epochs_done += 1
                 if module_id != CRITIC_ID and self.config.target_kl is not None:
@@ -253,9 +252,25 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
     # Per-minibatch dual rules (the MACPO code's MAPPO-Lagrangian λ, rllib_safe.duals.MACPOLagrangeDual).
     # ------------------------------------------------------------------------------------------------------------
     def _minibatch_dual(self, module_id: str) -> bool:
-        """Whether agent ``module_id`` has a per-minibatch dual and a known J_c to step it with."""
-        dual = self.duals.get(module_id) if module_id != CRITIC_ID else None
-        return dual is not None and dual.per_minibatch and self.known_episode_costs.get(module_id) is not None
+        """Whether agent ``module_id``'s dual steps after each minibatch in this iteration.
+
+        The "macpo" rule steps with the last known J_c; ``dual_schedule="per_minibatch"`` needs a fresh one (a
+        dual moves only on a fresh measurement).
+        """
+        if module_id == CRITIC_ID or not self.steps_dual_per_minibatch(module_id):
+            return False
+        if self.duals[module_id].per_minibatch:
+            return self.known_episode_costs.get(module_id) is not None
+        return self._fresh_episode_costs.get(module_id) is not None
+
+    def _step_minibatch_dual(self, module_id: str, cost_surrogate: np.ndarray | None) -> None:
+        """One per-minibatch step of agent ``module_id``'s dual (after the actor's step) and its count."""
+        dual, limit = self.duals[module_id], self.cost_limits[module_id]
+        if dual.per_minibatch:  # "macpo": the last known J_c and this minibatch's mean(r·Â_c)
+            dual.update(self.known_episode_costs[module_id], limit, cost_surrogate=cost_surrogate)
+        else:  # dual_schedule="per_minibatch": the rule's own step with the iteration's fresh J_c
+            dual.update(np.asarray(self._fresh_episode_costs[module_id], dtype=np.float64), limit)
+        self._minibatch_dual_steps[module_id] = self._minibatch_dual_steps.get(module_id, 0) + 1
 
     @torch.no_grad()
     def cost_surrogate(self, module_id: str, minibatch: dict) -> np.ndarray:
