@@ -28,8 +28,18 @@ CASES = {
         dict(entropy_coeff=0.0, dual_rule="pid", dual_init=0.0, dual_options={"kp": 0.05, "ki": 0.01, "kd": 0.0}),
         45,
     ),
-    # The toy settings of tests/learning/test_mafocops_vs_macpo.py (Table 5's δ; λ and ν lr for the toy's scale).
-    "MAFOCOPS": (dict(focops_lambda=1.0, nu_lr=0.3, kl_threshold=0.0125, reseed_each_iteration=True), 15),
+    # Table 5's δ; λ and ν lr for the toy's scale. ν steps once per iteration here (the literal schedule): this test
+    # is about m > 1; the default per-minibatch schedule is learned in test_mafocops.py and test_mafocops_vs_macpo.py.
+    "MAFOCOPS": (
+        dict(
+            focops_lambda=1.0,
+            nu_lr=0.3,
+            nu_schedule="per_iteration",
+            kl_threshold=0.0125,
+            reseed_each_iteration=True,
+        ),
+        15,
+    ),
 }
 
 
