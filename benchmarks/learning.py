@@ -19,6 +19,9 @@ How to run the comparison of issue 13 (MAPPO-Lagrangian against SafePO's MAPPO-L
     # another setting, compared with the first one by the same rule:
     python benchmarks/learning.py ... --config init_log_std=-1.0 --out results/learning/mappolag_std037 \
         --reference results/learning/mappolag_ant2x4vel
+    # one figure with several studies (e.g. three algorithms on one task), without training:
+    python benchmarks/learning.py --out results/learning/mafocops_walls --report-only \
+        --reference results/learning/macpo_walls --also results/learning/mappolag_walls --plot walls.png
     # the table again (also while a study runs), without training:
     python benchmarks/learning.py --out results/learning/mappolag_ant2x4vel --report-only \
         --reference /work/shared/anchors/safepo_mappolag_ant2x4vel_seed0_1M_progress.csv
@@ -441,7 +444,11 @@ def band(runs: list[Series], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def plot(args: argparse.Namespace, path: str | Path) -> Path:
-    """Return and cost against env steps: median and min–max band over seeds, reference dashed, cost limit line."""
+    """Return and cost against env steps: median and min–max band over seeds, reference dashed, cost limit line.
+
+    ``args.also``: further study directories drawn in the same figure like ``--out`` (e.g. the three algorithms of
+    one task).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -451,12 +458,16 @@ def plot(args: argparse.Namespace, path: str | Path) -> Path:
     study = json.loads((out / STUDY_FILE).read_text()) if (out / STUDY_FILE).exists() else {}
     ours = list(read_study(out).values())
     reference = read_reference(args.reference) if args.reference else []
+    curves = [
+        (ours, f"{_label(out)}, {len(ours)} seeds", "-", "C0"),
+        (reference, f"reference: {_label(args.reference)}" if args.reference else "", "--", "C1"),
+    ]
+    for k, other in enumerate(getattr(args, "also", None) or []):
+        runs = list(read_study(other).values())
+        curves.append((runs, f"{_label(other)}, {len(runs)} seeds", "-", f"C{k + 2}"))
     fig, axes = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
     for ax, key, name in zip(axes, ("return", "cost"), ("episode return (team)", "episode cost (team)"), strict=True):
-        for runs, label, style, color in (
-            (ours, f"{_label(out)}, {len(ours)} seeds", "-", "C0"),
-            (reference, f"reference: {_label(args.reference)}" if args.reference else "", "--", "C1"),
-        ):
+        for runs, label, style, color in curves:
             grid, median, low, high = band(runs, key)
             if grid.size:
                 ax.plot(grid, median, style, color=color, label=label)
@@ -490,6 +501,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference", help="SafePO progress .csv or another study directory of this script")
     parser.add_argument("--every", type=float, default=100_000, help="checkpoint spacing in env steps")
     parser.add_argument("--plot", help="also draw the curves into this image file")
+    parser.add_argument("--also", nargs="*", default=[], metavar="DIR", help="more study directories for the plot")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at the same time (processes)")
     parser.add_argument("--num-cpus", type=int, default=2, help="logical CPUs of each seed's local Ray")
     parser.add_argument("--report-only", action="store_true", help="print the table from the seed files; no training")

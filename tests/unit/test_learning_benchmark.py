@@ -167,3 +167,28 @@ def test_iteration_row_team_return_and_exact_cost():
     del result["env_runners"]["agent_episode_returns_mean"], result["env_runners"]["episode_return_team"]
     # RLlib's sum alone is not read as a team return (as the progress rows: rllib_safe.studies.progress).
     assert lb.iteration_row(result, ["agent_0", "agent_1"], 1, wall_s=7.0).get("team_return_mean") is None
+
+
+def test_plot_draws_the_study_the_reference_and_further_studies(study, tmp_path):
+    """``--also`` adds more studies to the figure: one median line (and a min–max band) per study."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    drawn = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep_lines(fig, *args, **kwargs):
+        drawn["labels"] = [line.get_label() for line in fig.axes[0].get_lines()]
+        return real_savefig(fig, *args, **kwargs)
+
+    args = lb.parse_args(["--out", str(study), "--reference", str(study), "--also", str(study), str(study)])
+    plt.Figure.savefig = keep_lines
+    try:
+        path = lb.plot(args, tmp_path / "fig.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert path.stat().st_size > 0
+    assert len(drawn["labels"]) == 4 and drawn["labels"][0].endswith("3 seeds")
+    assert drawn["labels"][1].startswith("reference: ")
