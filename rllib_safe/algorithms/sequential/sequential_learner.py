@@ -83,12 +83,12 @@ class SafeLearner(Learner):
         return True
 
     def steps_dual_per_minibatch(self, module_id: str) -> bool:
-        """Whether agent ``module_id``'s dual steps after every minibatch rather than once before its epochs.
+        """Whether agent ``module_id``'s dual steps after every minibatch rather than once per measurement.
 
-        True for the "macpo" rule and for ``dual_schedule="per_minibatch"``.
+        True for rules that step per minibatch (the "macpo" rule); the on-policy family adds ``dual_schedule``.
         """
         dual = self.duals.get(module_id)
-        return dual is not None and (dual.per_minibatch or self.config.dual_schedule == "per_minibatch")
+        return dual is not None and dual.per_minibatch
 
     def dual_value(self, module_id: str) -> np.ndarray:
         """The current multipliers of an agent as a length-m array (zeros without duals)."""
@@ -110,6 +110,12 @@ class SafeLearner(Learner):
 
 class SequentialLearner(SafeLearner):
     """Learner of the on-policy family (see the torch subclass for the update itself): adds the connector pipeline."""
+
+    def steps_dual_per_minibatch(self, module_id: str) -> bool:
+        """Also True for every dual under ``dual_schedule="per_minibatch"`` (MAFOCOPS' default)."""
+        return super().steps_dual_per_minibatch(module_id) or (
+            module_id in self.duals and self.config.dual_schedule == "per_minibatch"
+        )
 
     def build(self) -> None:
         """Builds modules, optimisers, the dual variables and the connector pipeline (costs, state, GAE)."""

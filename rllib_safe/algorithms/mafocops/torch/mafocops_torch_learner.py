@@ -3,8 +3,9 @@
 What changes against :class:`SequentialTorchLearner` (everything else, i.e. critics, the permutation, the HAPPO factor,
 the epoch/minibatch loop and the early-stop rule, is the base's):
 
-* :meth:`make_duals`: one ν per agent (m entries) from the config's ``nu_*`` fields; the base calls
-  :meth:`update_dual` for each agent *before* that agent's policy update (Algorithm 1 line 9).
+* :meth:`make_duals`: one ν per agent (m entries) from the config's ``nu_*`` fields; the base steps it by Eq. 10
+  after every minibatch step of the agent's epochs (``nu_schedule="per_minibatch"``, the default), or once before
+  that agent's policy update (``"per_iteration"``, Algorithm 1 line 9 read literally).
 * :meth:`compute_policy_loss`: :func:`focops_loss`, whose gradient is Eq. 11.
 * :meth:`mean_kl`: the early-stop statistic of the paper is the mean of KL(π_θ‖π_θk) (Sec. 4.3:
   ``(1/N) Σ_j D_KL(π_θ‖π_θk)[s_j] > δ``), the reverse of the base's KL(π_old‖π); overridden here.
