@@ -34,6 +34,7 @@ def test_two_costs_two_multipliers_per_agent(algo, dual_name):
             dual_lr=0.1,
             dual_init=0.5,
             dual_max=float("inf"),
+            dual_schedule="per_iteration",  # one step per fresh J_c, checked by hand below (MAFOCOPS' default differs)
         )
         .debugging(seed=5)
     )
