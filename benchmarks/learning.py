@@ -462,7 +462,7 @@ def plot(args: argparse.Namespace, path: str | Path) -> Path:
         (ours, f"{_label(out)}, {len(ours)} seeds", "-", "C0"),
         (reference, f"reference: {_label(args.reference)}" if args.reference else "", "--", "C1"),
     ]
-    for k, other in enumerate(getattr(args, "also", None) or []):
+    for k, other in enumerate(args.also):
         runs = list(read_study(other).values())
         curves.append((runs, f"{_label(other)}, {len(runs)} seeds", "-", f"C{k + 2}"))
     fig, axes = plt.subplots(2, 1, figsize=(7, 7), sharex=True)

@@ -35,6 +35,7 @@ from rllib_safe.algorithms.sequential.sequential import (
     SAFEPO_INIT_LOG_STD,
     SequentialAlgorithm,
     SequentialConfig,
+    check_choice,
 )
 
 #: Table 5 of the paper (Appendix J), one column per benchmark. "update numbers" is the number of epochs K
@@ -232,8 +233,7 @@ class MAFOCOPSConfig(SequentialConfig):
         number("nu_lr", 0.0)
         nu_init = number("nu_init", 0.0)
         number("nu_max", nu_init, allow_inf=True)
-        if self.nu_schedule not in DUAL_SCHEDULES:
-            raise ValueError(f"`nu_schedule` must be one of {list(DUAL_SCHEDULES)}, got {self.nu_schedule!r}.")
+        check_choice(self, "nu_schedule", DUAL_SCHEDULES)  # the base checks it again as `dual_schedule`
         super()._validate_safe_fields()
 
     def get_default_learner_class(self) -> type:

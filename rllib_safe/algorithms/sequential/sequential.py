@@ -180,6 +180,13 @@ def check_unit(config: Any, name: str) -> None:
         raise ValueError(f"`{name}` must be in [0, 1], got {value!r}.")
 
 
+def check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    """Raises ``ValueError`` naming ``config.<name>`` and listing ``choices`` unless the value is one of them."""
+    value = getattr(config, name)
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+
+
 #: When the per-iteration dual rules step (``dual_schedule``; see :class:`SequentialConfig`).
 DUAL_SCHEDULES = ("per_iteration", "per_minibatch")
 
@@ -484,8 +491,7 @@ class SequentialConfig(PPOConfig):
         if self.target_kl is not None:
             positive("target_kl")
         check_dual_fields(self)
-        if self.dual_schedule not in DUAL_SCHEDULES:
-            raise ValueError(f"`dual_schedule` must be one of {list(DUAL_SCHEDULES)}, got {self.dual_schedule!r}.")
+        check_choice(self, "dual_schedule", DUAL_SCHEDULES)
 
     def dual_kwargs(self, num_costs: int) -> dict[str, Any]:
         """Constructor arguments of :func:`rllib_safe.duals.make_dual` from the ``dual_*`` fields."""
@@ -667,6 +673,7 @@ __all__ = [
     "SequentialAlgorithm",
     "SequentialConfig",
     "agent_to_module",
+    "check_choice",
     "check_dual_fields",
     "check_positive",
     "check_unit",

@@ -43,8 +43,6 @@ class SafeLearner(Learner):
         self.duals: dict[str, DualVariable] = self.make_duals()
         #: The last known J_c of every agent measured so far (set by each ``update``; read by hooks and logging).
         self.known_episode_costs: dict[str, Any] = {}
-        #: The J_c measured in the current update only (no entry for an agent none of whose episodes ended).
-        self._fresh_episode_costs: dict[str, Any] = {}
 
     def make_duals(self) -> dict[str, DualVariable]:
         """The dual variables of the algorithm, one per agent with m entries; none in the unconstrained base."""
@@ -120,6 +118,8 @@ class SequentialLearner(SafeLearner):
     def build(self) -> None:
         """Builds modules, optimisers, the dual variables and the connector pipeline (costs, state, GAE)."""
         super().build()
+        #: The J_c measured in the current update only (no entry for an agent none of whose episodes ended).
+        self._fresh_episode_costs: dict[str, Any] = {}
         if self._learner_connector is not None and self.config.add_default_connectors_to_learner_pipeline:
             self._learner_connector.prepend(AddOneTsToEpisodesAndTruncate())
             self._learner_connector.insert_after(

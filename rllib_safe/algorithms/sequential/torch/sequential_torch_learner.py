@@ -192,13 +192,13 @@ class SequentialTorchLearner(SequentialLearner, TorchLearner):
         steps_per_pass = math.ceil(n / minibatch_size)
         epochs_done, perm = 0, None
         minibatch_dual = self._minibatch_dual(module_id)
+        surrogate_dual = minibatch_dual and self.duals[module_id].per_minibatch  # "macpo": needs mean(r·Â_c)
         for step in range(num_steps):
             pass_position = step % steps_per_pass
             if pass_position == 0:
                 perm = torch.randperm(n, generator=generator).to(self._device)
             index = perm[pass_position * minibatch_size : (pass_position + 1) * minibatch_size]
             minibatch = {k: v[index] for k, v in tensors.items()}
-            surrogate_dual = minibatch_dual and self.duals[module_id].per_minibatch
             cost_surrogate = self.cost_surrogate(module_id, minibatch) if surrogate_dual else None
             update = {module_id: minibatch}
             if critic_tensors:
