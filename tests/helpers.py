@@ -1,7 +1,22 @@
 """Helpers shared by the task tests."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark(script: str):
+    """Imports ``benchmarks/<script>.py`` (not a package) as the module ``<script>_benchmark``."""
+    spec = importlib.util.spec_from_file_location(f"{script}_benchmark", REPO / "benchmarks" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def zero_actions(env):

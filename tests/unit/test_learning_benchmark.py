@@ -1,27 +1,16 @@
 """The report maths of benchmarks/learning.py against hand-computed values on tiny synthetic files: checkpoint windows,
 median and [min, max] over seeds, the last-10 % rule, SafePO CSVs and study directories as references. No Ray."""
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("learning_benchmark", REPO / "benchmarks" / "learning.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-lb = _load()
+lb = load_benchmark("learning")
 
 
 def _write_seed(path: Path, steps, returns, costs) -> None:

@@ -1,23 +1,10 @@
 """Small pieces of benchmarks/offpolicy_ant.py: reading RLlib's item series and choosing the binding limit. No Ray."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("offpolicy_ant_benchmark", REPO / "benchmarks" / "offpolicy_ant.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_benchmark("offpolicy_ant")
 
 
 def test_an_iteration_without_ended_episodes_adds_no_item():
