@@ -78,6 +78,10 @@ def test_per_cost_limits_of_a_two_cost_task():
     for bad in ([1.0, 2.0, 3.0], [1.0, -2.0], {"agent_0": 1.0}):
         with pytest.raises(ValueError, match="`cost_limit`"):
             config.training(cost_limit=bad).cost_limits()
+    with pytest.raises(ValueError, match=r"^`cost_limit` must be finite and >= 0, got -1.0.$"):
+        config.training(cost_limit=-1.0).cost_limits()
+    with pytest.raises(ValueError, match=r"^`cost_limit` for agent_1 must be finite"):
+        config.training(cost_limit={"agent_0": 1.0, "agent_1": -1.0}).cost_limits()
 
 
 def test_mappo_lagrangian_starts_at_safepos_action_sigma():

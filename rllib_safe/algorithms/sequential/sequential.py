@@ -510,9 +510,9 @@ class SequentialConfig(PPOConfig):
         def as_vector(value: Any, where: str) -> np.ndarray:
             vec = np.broadcast_to(np.asarray(value, dtype=np.float64), (m,)) if np.ndim(value) <= 1 else None
             if vec is None or (np.ndim(value) == 1 and len(value) not in (1, m)):
-                raise ValueError(f"`cost_limit` {where} must be a number or a list of {m} numbers, got {value!r}.")
+                raise ValueError(f"`cost_limit`{where} must be a number or a list of {m} numbers, got {value!r}.")
             if not np.all(np.isfinite(vec)) or np.any(vec < 0):
-                raise ValueError(f"`cost_limit` {where} must be finite and >= 0, got {value!r}.")
+                raise ValueError(f"`cost_limit`{where} must be finite and >= 0, got {value!r}.")
             return vec.copy()
 
         limit = self.cost_limit if self.cost_limit is not None else info.cost_limit
@@ -522,7 +522,7 @@ class SequentialConfig(PPOConfig):
                 raise ValueError(
                     f"`cost_limit` dict must have exactly the agents {list(info.agent_ids)}, got {sorted(limit)}."
                 )
-            return {aid: as_vector(limit[aid], f"for {aid}") for aid in info.agent_ids}
+            return {aid: as_vector(limit[aid], f" for {aid}") for aid in info.agent_ids}
         try:
             vec = as_vector(limit, "")
         except (TypeError, ValueError) as e:
