@@ -479,7 +479,7 @@ def plot(args: argparse.Namespace, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[-1].set_xlabel("env steps")
-    axes[0].set_title(f"{study.get('algo', '?')} on {study.get('env', '?')}: median and min–max over seeds")
+    axes[0].set_title(f"{study.get('algo', '?')} on {study.get('env', '?')}\nmedian and min–max over seeds")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
