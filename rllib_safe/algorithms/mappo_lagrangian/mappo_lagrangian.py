@@ -32,9 +32,10 @@ class MAPPOLagrangianConfig(SequentialConfig):
     (σ_0 ≈ 0.61). Measured (issue 13, ``benchmarks/learning.py``, Safety2x4AntVelocity-v0, 3 seeds to 1M env steps,
     these defaults, ``fused`` runner): median team return 324 / 378 / 440 / 541 / 787 at 100k / 200k / 300k / 500k /
     1M steps against SafePO's MAPPO-L 311 / 367 / 356 / 381 / 417 (its seed-0 progress file), at least SafePO's at
-    every 100k; median episode cost ≤ 5.9 (limit 25; SafePO's stays near 0); ``docs/mappolag_vs_safepo_ant2x4vel.png``. Under σ_0 ≈ 0.61 the Ant flips over under its
-    own action noise (a policy that only samples N(0, 0.61²) earns −44 per 182-step episode, N(0, 0.37²) +267 per 591
-    steps), and MAPPO-L's return was −40 (the sum over the two agents) at 100k steps.
+    every 100k; median episode cost ≤ 5.9 (limit 25; SafePO's stays near 0); ``docs/mappolag_vs_safepo_ant2x4vel.png``.
+    Under σ_0 ≈ 0.61 the Ant flips over under its own action noise (a policy that only samples N(0, 0.61²) earns −44
+    per 182-step episode, N(0, 0.37²) +267 per 591 steps), and MAPPO-L's return was −40 (the sum over the two agents)
+    at 100k steps.
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
